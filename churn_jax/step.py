@@ -1,0 +1,112 @@
+"""The stacked train state, the optimizer, and the one jitted update for the whole stack."""
+
+from typing import Any, Callable, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from churn_jax import schedules, sharding, stack
+from churn_jax.methods import Method
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training; leaves of params/batch_stats/opt_state are (R, M, ...)."""
+  step: jax.Array            # () int32, shared by all runs
+  params: Any
+  batch_stats: Any           # {} for models without BatchNorm
+  opt_state: Any
+  rng: jax.Array             # (R, 2) uint32: one key per run, folded with the step
+
+
+def make_optimizer(opt_cfg, lr_cfg) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum, or Adam; L2 weight decay added to the gradient as in the paper.
+
+  Built once per study: equal optimizers must be the same object, or equal states differ
+  structurally (recompiles, sharding prefix errors).
+  """
+  lr = schedules.warmup_step_decay(lr_cfg.base, lr_cfg.get("warmup_steps", 0),
+                                   tuple(lr_cfg.get("decay_steps", ())),
+                                   lr_cfg.get("decay_factor", 0.1))
+  name = opt_cfg.get("name", "sgd")
+  if name == "sgd":
+    opt = optax.sgd(lr, momentum=opt_cfg.get("momentum", 0.9) or None,
+                    nesterov=bool(opt_cfg.get("nesterov", True)))
+  elif name == "adam":
+    opt = optax.adam(lr)
+  else:
+    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam")
+  wd = float(opt_cfg.get("weight_decay", 0.0))
+  return optax.chain(optax.add_decayed_weights(wd), opt) if wd else opt
+
+
+def _over_stack(fn):
+  """Maps a single-model function over the (R, M) axes, so every optax transform (even one
+  with a global norm) acts on each model separately."""
+  return jax.vmap(jax.vmap(fn))
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, keys: jax.Array,
+               run_rngs: jax.Array, sample_x: jax.Array, mesh=None) -> TrainState:
+  """Shape-first init: eval_shape -> shardings -> jit(init, out_shardings)."""
+  def init_fn(keys, run_rngs):
+    variables = stack.init_stack(model, keys, sample_x)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=_over_stack(tx.init)(params), rng=run_rngs)
+  if mesh is None:
+    return jax.jit(init_fn)(keys, run_rngs)
+  abstract = jax.eval_shape(init_fn, keys, run_rngs)
+  return jax.jit(init_fn, out_shardings=state_sharding(mesh, abstract))(keys, run_rngs)
+
+
+def state_sharding(mesh, state: TrainState) -> TrainState:
+  stacked = lambda t: sharding.stacked_sharding(mesh, t)
+  return TrainState(step=sharding.replicated(mesh), params=stacked(state.params),
+                    batch_stats=stacked(state.batch_stats), opt_state=stacked(state.opt_state),
+                    rng=sharding.per_run_sharding(mesh))
+
+
+def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
+                    strategy: str) -> Callable[[TrainState, Tuple[jax.Array, jax.Array]],
+                                               Tuple[TrainState, dict]]:
+  """One jitted, donated update of every run and member.
+
+  The loss of the stack is the sum over runs of each run's method loss; runs share no
+  parameters, so each run receives exactly its own gradient.
+  """
+  def train_step(state: TrainState, batch):
+    x, y = batch  # (R, B, ...), (R, B)
+
+    def loss_fn(params):
+      variables = {"params": params}
+      if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+      logits, new_stats = stack.apply_stack(model, variables, x, train=True, strategy=strategy)
+      run_losses, metrics = jax.vmap(method.loss, in_axes=(0, 0, None))(
+          logits.astype(jnp.float32), y, state.step)
+      return jnp.sum(run_losses), (run_losses, metrics, new_stats)
+
+    grads, (run_losses, metrics, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = _over_stack(tx.update)(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              batch_stats=new_stats if state.batch_stats else state.batch_stats)
+    return new_state, {"loss": run_losses, **metrics}
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict(model: nn.Module, strategy: str):
+  """Jitted: (state, x (B, ...)) -> probabilities (R, M, B, K) of every member on shared x."""
+  def predict(state: TrainState, x):
+    variables = {"params": state.params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+    logits, _ = stack.apply_stack(model, variables, x, train=False, strategy=strategy,
+                                  x_per_run=False)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return jax.jit(predict)

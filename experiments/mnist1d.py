@@ -1,0 +1,59 @@
+"""MNIST-1D churn study (offline; the default study of churn_jax).
+
+  python launch/main.py --config=experiments/mnist1d.py --workdir=/tmp/mnist1d
+Arguments (after a colon): `quick` (a smoke run in well under a minute), `small` (the
+standard 4,000-sample MNIST-1D, where co-distillation measured no churn gain), `runs=N`.
+"""
+
+import ml_collections
+
+from churn_jax import config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, quick=False, small=False, runs=5)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_runs = arg.runs
+  config.vary = "init,data"  # Sources of randomness that differ between runs.
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="mnist1d", npz_path="", cache_dir="", seed=42,
+      num_samples=5000 if arg.small else 20000, train_split=0.8))
+  config.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(256, 256)))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", momentum=0.9, nesterov=True, weight_decay=0.0))
+  config.batch_size = 100
+  config.num_train_steps = 6000
+  config.lr = ml_collections.ConfigDict(dict(
+      base=0.05, warmup_steps=0, decay_steps=(3000, 4500), decay_factor=0.1))
+
+  config.methods = config_lib.DEFAULT_METHODS
+  config.method_configs = config_lib.method_configs(
+      entropy_beta=0.2, skl_beta=0.2, codistill_beta=1.0, rampup_fraction=0.25)
+
+  config.schurn_alpha = 1.0
+  config.eval_batch_size = 4000
+  config.strategy = "auto"  # vmap | loop | auto (measured per backend: docs/PERFORMANCE.md)
+  config.log_every_steps = 200
+  config.progress = True
+
+  if arg.quick:
+    config.num_runs = min(config.num_runs, 3)
+    config.data.num_samples = 2000
+    config.num_train_steps = 200
+    config.lr.decay_steps = (150,)
+    config.model.hidden = (64,)
+    config.log_every_steps = 50
+  return config
+
+
+def get_sweep():
+  """Coefficient ranges of Bhojanapalli et al. 2021, App. A, as config overrides."""
+  sweep = []
+  for beta in (0.1, 0.2, 0.3, 0.4, 0.5):
+    sweep.append({"methods": "entropy", "method_configs.entropy.beta": beta})
+    sweep.append({"methods": "skl", "method_configs.skl.beta": beta})
+  for beta in (0.5, 1.0, 2.0, 3.0):
+    sweep.append({"methods": "codistill", "method_configs.codistill.beta.value": beta})
+  return sweep

@@ -1,0 +1,36 @@
+"""Command line entry point: parses flags and calls churn_jax.train.train_and_evaluate.
+
+  python launch/main.py --config=experiments/mnist1d.py --workdir=/tmp/mnist1d \
+      --config.methods=baseline,codistill --config.num_runs=5
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from churn_jax import report, train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results and checkpoints.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  try:
+    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FloatingPointError, FileNotFoundError) as e:
+    # Bad input or a diverged run: one clear line, non-zero exit, nothing else to read.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(report.format_table(results))
+  print(f"results written to {_WORKDIR.value}/results.{{json,csv,md}}")
+
+
+if __name__ == "__main__":
+  app.run(main)
