@@ -1,0 +1,66 @@
+"""Offline datasets and per-run batch ordering for churn_jax.
+
+Nothing here downloads: MNIST-1D is generated locally, digits ships with
+scikit-learn, and anything else is read from a user-supplied .npz file.
+"""
+
+from churn_jax.data.dataset import Dataset, build_dataset, validate_arrays
+from churn_jax.data.digits import load_digits
+from churn_jax.data.mnist1d import load_mnist1d
+from churn_jax.data.npz import load_npz
+from churn_jax.data.ordering import RunBatches, prefetch
+
+DATASET_NAMES = ("digits", "mnist1d", "npz")
+
+__all__ = [
+    "DATASET_NAMES",
+    "Dataset",
+    "RunBatches",
+    "build_dataset",
+    "get_dataset",
+    "load_digits",
+    "load_mnist1d",
+    "load_npz",
+    "prefetch",
+    "validate_arrays",
+]
+
+_MISSING = object()
+
+
+def _field(config, key: str, default):
+    """config.get(key, default), also for plain attribute containers."""
+    if hasattr(config, "get"):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+def get_dataset(data_config) -> Dataset:
+    """Loads the dataset a data config describes.
+
+    Fields (all optional except `name` when no npz_path is given):
+      name: 'mnist1d', 'digits' or 'npz'.
+      npz_path: when non-empty, the .npz file to load, whatever `name` says.
+      cache_dir: MNIST-1D cache directory; '' means the default.
+      num_samples, train_split: MNIST-1D generation (defaults 20000, 0.8).
+      seed: MNIST-1D generation seed / digits split seed (loader defaults
+        42 / 0 when absent).
+    """
+    npz_path = _field(data_config, "npz_path", "") or ""
+    name = _field(data_config, "name", "") or ""
+    if npz_path:
+        return load_npz(npz_path)
+    seed = _field(data_config, "seed", _MISSING)
+    seed_kwargs = {} if seed is _MISSING or seed is None else {"seed": seed}
+    if name == "mnist1d":
+        return load_mnist1d(
+            num_samples=_field(data_config, "num_samples", 20000),
+            train_split=_field(data_config, "train_split", 0.8),
+            cache_dir=_field(data_config, "cache_dir", "") or None,
+            **seed_kwargs)
+    if name == "digits":
+        return load_digits(**seed_kwargs)
+    if name == "npz":
+        raise ValueError("dataset 'npz' needs a non-empty npz_path")
+    raise ValueError(
+        f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")

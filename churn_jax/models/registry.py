@@ -1,0 +1,83 @@
+"""Name -> model constructor lookup used by the trainer and configs."""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+
+from churn_jax.models.conv1d import Conv1DNet
+from churn_jax.models.lenet import LeNet5
+from churn_jax.models.mlp import MLP
+from churn_jax.models.resnet_cifar import ResNetCIFAR
+from churn_jax.models.resnet_v2 import ResNetV2
+
+
+class _Spec(NamedTuple):
+  cls: type[nn.Module]
+  fixed: dict[str, Any]  # Attributes the name pins (e.g. depth=20).
+  convolutional: bool
+  batch_norm: bool
+
+
+_SPECS: dict[str, _Spec] = {
+    'mlp': _Spec(MLP, {}, False, False),
+    'conv1d': _Spec(Conv1DNet, {}, True, False),
+    'lenet5': _Spec(LeNet5, {}, True, False),
+    'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True),
+    'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True),
+    'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True),
+    'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True),
+    'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+# Flax adds these dataclass fields to every Module; they are not model knobs.
+_FLAX_FIELDS = frozenset({'parent', 'name', 'num_classes'})
+
+
+def _spec(name: str) -> _Spec:
+  try:
+    return _SPECS[name]
+  except (KeyError, TypeError):
+    raise ValueError(
+        f'unknown model {name!r}; known: {", ".join(MODEL_NAMES)}') from None
+
+
+def allowed_kwargs(name: str) -> tuple[str, ...]:
+  """Keyword arguments that ``get_model(name, ...)`` accepts."""
+  spec = _spec(name)
+  fields = (f.name for f in dataclasses.fields(spec.cls) if f.init)
+  return tuple(f for f in fields
+               if f not in _FLAX_FIELDS and f not in spec.fixed)
+
+
+def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+  """Builds the model registered as ``name`` with ``num_classes`` logits.
+
+  Raises:
+    ValueError: unknown name, or a keyword the model does not take (including
+      one the name already fixes, e.g. ``depth`` for 'resnet20').
+  """
+  spec = _spec(name)
+  allowed = allowed_kwargs(name)
+  for key in kwargs:
+    if key not in allowed:
+      raise ValueError(
+          f'model {name!r} got unexpected keyword argument {key!r}; '
+          f'allowed: {", ".join(allowed) or "none"}')
+  # Lists (e.g. from JSON/ml_collections) become tuples: Flax module
+  # attributes should be hashable so modules can be jit static arguments.
+  kwargs = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in kwargs.items()}
+  return spec.cls(num_classes=num_classes, **spec.fixed, **kwargs)
+
+
+def uses_convolutions(name: str) -> bool:
+  """True if the model has conv layers (the trainer picks a CPU strategy)."""
+  return _spec(name).convolutional
+
+
+def has_batch_norm(name: str) -> bool:
+  """True if the model keeps a 'batch_stats' collection."""
+  return _spec(name).batch_norm
