@@ -24,6 +24,7 @@ class MethodRun:
   """What training one method produced."""
   method: methods.Method
   member_probs: np.ndarray   # (R, M, N, K) test probabilities of every member
+  labels: np.ndarray         # (N,) test labels in the same order
   state: step_lib.TrainState
   train_seconds: float
   final_losses: np.ndarray   # (R,)
@@ -73,14 +74,14 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary)
   run_rngs = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), r)
                         for r in run_ids])
+  num_steps = int(config.num_train_steps)
   sample_x = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
   state = step_lib.init_state(model, tx, keys, run_rngs, sample_x, mesh)
   train_step = step_lib.make_train_step(model, method, tx, strategy)
-  batches = data_lib.RunBatches(dataset.x_train, dataset.y_train, config.batch_size,
-                                data_seeds(config.seed, run_ids, "data" in vary))
+  batches = dataset.train_batches(config.batch_size,
+                                  data_seeds(config.seed, run_ids, "data" in vary), 0, num_steps)
   batch_sharding = sharding.batch_sharding(mesh)
 
-  num_steps = int(config.num_train_steps)
   log_every = max(1, int(config.get("log_every_steps", 100)))
   logging.info("method %s: %d runs x %d members, %s strategy, %d steps", method.name,
                len(run_ids), num_members, strategy, num_steps)
@@ -88,7 +89,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   bar = tqdm.tqdm(total=num_steps, desc=desc or method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
   step_metrics = None
-  for i, batch in enumerate(data_lib.prefetch(batches.iterate(0, num_steps))):
+  for i, batch in enumerate(data_lib.prefetch(batches)):
     batch = jax.device_put(batch, batch_sharding)
     state, step_metrics = train_step(state, batch)
     if (i + 1) % log_every == 0 or i + 1 == num_steps:
@@ -99,8 +100,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   bar.close()
   jax.block_until_ready(state)
   train_seconds = time.perf_counter() - start
-  probs = predict(model, state, dataset.x_test, strategy, config.get("eval_batch_size", 1000))
-  return MethodRun(method=method, member_probs=probs, state=state,
+  probs, labels = predict(model, state, dataset, strategy, config.get("eval_batch_size", 1000))
+  return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
                    train_seconds=train_seconds, final_losses=np.asarray(step_metrics["loss"]))
 
 
@@ -111,12 +112,14 @@ def _check_finite(losses: np.ndarray, method: str, run_ids, step: int):
                              f"at step {step}")
 
 
-def predict(model, state, x: np.ndarray, strategy: str, batch_size: int) -> np.ndarray:
-  """Probabilities (R, M, N, K) of every member on x, in batches of `batch_size`."""
+def predict(model, state, dataset, strategy: str, batch_size: int):
+  """Probabilities (R, M, N, K) of every member on the test split, and its labels (N,)."""
   predict_fn = step_lib.make_predict(model, strategy)
-  outs = [np.asarray(predict_fn(state, jnp.asarray(x[i:i + batch_size])))
-          for i in range(0, len(x), batch_size)]
-  return np.concatenate(outs, axis=2)
+  probs, labels = [], []
+  for x, y in dataset.test_batches(batch_size):
+    probs.append(np.asarray(predict_fn(state, jnp.asarray(x))))
+    labels.append(np.asarray(y))
+  return np.concatenate(probs, axis=2), np.concatenate(labels)
 
 
 def method_names(config) -> list:
@@ -145,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     method = methods.build(name, config.method_configs[name], int(config.num_train_steps))
     out = train_method(config, dataset, method, tx=tx)
     deployed = np.asarray(method.deployed_probs(out.member_probs))
-    entry = evaluate.summarize(deployed, dataset.y_test, config.get("schurn_alpha", 1.0))
+    entry = evaluate.summarize(deployed, out.labels, config.get("schurn_alpha", 1.0))
     entry.update(num_members=method.num_members, prediction=method.prediction,
                  training_cost=method.training_cost, inference_cost=method.inference_cost,
                  train_seconds=out.train_seconds)

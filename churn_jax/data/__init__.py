@@ -11,9 +11,12 @@ from churn_jax.data.npz import load_npz
 from churn_jax.data.ordering import RunBatches, prefetch
 
 DATASET_NAMES = ("digits", "mnist1d", "npz")
+# Read with tfds.data_source from a prepared data_dir (churn_jax/data/tfds_source.py).
+TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "imagenet2012", "i_naturalist2018")
 
 __all__ = [
     "DATASET_NAMES",
+    "TFDS_NAMES",
     "Dataset",
     "RunBatches",
     "build_dataset",
@@ -60,7 +63,12 @@ def get_dataset(data_config) -> Dataset:
             **seed_kwargs)
     if name == "digits":
         return load_digits(**seed_kwargs)
+    if name in TFDS_NAMES:
+        # Lazy import: tensorflow_datasets is slow to import and only these need it.
+        from churn_jax.data import tfds_source
+        return tfds_source.from_config(data_config)
     if name == "npz":
         raise ValueError("dataset 'npz' needs a non-empty npz_path")
     raise ValueError(
-        f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+        f"unknown dataset {name!r}; known: "
+        f"{', '.join(DATASET_NAMES + TFDS_NAMES)}")

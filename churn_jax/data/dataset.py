@@ -40,6 +40,19 @@ class Dataset:
     def num_test(self) -> int:
         return int(self.x_test.shape[0])
 
+    # The source protocol the trainer reads (a TFDS source streams the same two methods).
+    def train_batches(self, batch_size: int, seeds, start_step: int = 0,
+                      num_steps: Optional[int] = None):
+        """Yields (x (R, B, ...), y (R, B)) from `start_step`, one data order per run seed."""
+        from churn_jax.data.ordering import RunBatches  # ordering is independent of Dataset.
+        return RunBatches(self.x_train, self.y_train, batch_size, seeds).iterate(
+            start_step, num_steps)
+
+    def test_batches(self, batch_size: int):
+        """Yields (x, y) over the whole test split in order; the last batch may be smaller."""
+        for i in range(0, self.num_test, batch_size):
+            yield self.x_test[i:i + batch_size], self.y_test[i:i + batch_size]
+
 
 def _check_split(x: np.ndarray, y: np.ndarray, split: str, source: str) -> None:
     if x.ndim < 1:

@@ -1,6 +1,6 @@
 """Method registry: a config entry's `kind` names the module that builds the Method."""
 
-from churn_jax.methods import baseline, codistill, regularized
+from churn_jax.methods import anti_distill, baseline, codistill, ensemble, mutual, regularized
 from churn_jax.methods.base import Method
 
 _BUILDERS = {
@@ -8,6 +8,10 @@ _BUILDERS = {
     "entropy": regularized.build,
     "skl": regularized.build,
     "codistill": codistill.build,
+    "codistill_ce": mutual.build_codistill_ce,
+    "mutual": mutual.build,
+    "ensemble": ensemble.build,
+    "anti_distill": anti_distill.build,
 }
 METHOD_KINDS = tuple(sorted(_BUILDERS))
 

@@ -5,7 +5,12 @@
 All members are updated jointly: gradients flow through both sides of the SKL term. beta(t)
 is a schedule (linear ramp-up by default), e(t) the optional entropy-regulariser weight (0 =
 plain co-distillation; the paper ramps it linearly too). With more than two members the
-disagreement term is the mean over member pairs. The deployed model is member 0.
+disagreement term is the mean over member pairs (so beta's scale does not depend on M), and
+member i's gradient collects the SKL of every pair it belongs to. The deployed model is member 0.
+
+cfg keys: num_members (default 2), beta (number or schedule), entropy_beta (default 0).
+Co-distillation with independent updates (stop-gradient peers, Anil et al. 2018) is kind
+"codistill_ce" in methods/mutual.py.
 """
 
 import itertools

@@ -1,0 +1,70 @@
+"""A sharded stacked step on 8 fake CPU devices equals the unsharded step.
+
+XLA_FLAGS must be set before jax is imported, and pytest imports jax for other tests first,
+so the checks run in a fresh subprocess of this file (`python tests/sharding_test.py child`).
+"""
+
+import os
+import subprocess
+import sys
+
+_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
+if _CHILD:
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from churn_jax import methods, sharding, train
+
+
+class MeshShapeTest(absltest.TestCase):
+
+  def test_mesh_shape_prefers_runs_then_members(self):
+    self.assertEqual(sharding.mesh_shape(8, 4, 2, 16), (4, 2, 1))
+    self.assertEqual(sharding.mesh_shape(8, 2, 2, 16), (2, 2, 2))
+    self.assertEqual(sharding.mesh_shape(8, 5, 1, 16), (1, 1, 8))
+    self.assertEqual(sharding.mesh_shape(1, 5, 2, 3), (1, 1, 1))
+    with self.assertRaisesRegex(ValueError, "batch_size 12 is not divisible by the data axis"):
+      sharding.mesh_shape(8, 5, 1, 12)
+
+  def test_sharded_equals_unsharded_on_8_devices(self):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, __file__, "child"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("OK", proc.stderr)
+
+
+class ChildTest(absltest.TestCase):
+  """Runs in the child process only, where 8 fake devices exist."""
+
+  def test_sharded_step(self):
+    self.assertEqual(jax.device_count(), 8)
+    from tests import testing
+    config = testing.tiny_config(num_runs=4, num_steps=4, batch_size=8)
+    config.strategy = "vmap"
+    ds = testing.tiny_dataset()
+    method = methods.build("codistill", config.method_configs["codistill"], 4)
+    for shape in [(4, 2, 1), (2, 1, 4), (1, 2, 4)]:
+      mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(shape), sharding.AXES)
+      sharded = train.train_method(config, ds, method, mesh=mesh)
+      leaf = jax.tree_util.tree_leaves(sharded.state.params)[0]
+      # Each device holds its block of runs and members.
+      self.assertEqual(leaf.sharding.shard_shape(leaf.shape)[:2], (4 // shape[0], 2 // shape[1]))
+      single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
+      plain = train.train_method(config, ds, method, mesh=single)
+      for a, b in zip(jax.tree_util.tree_leaves(sharded.state.params),
+                      jax.tree_util.tree_leaves(plain.state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+      np.testing.assert_allclose(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
+
+
+if not _CHILD:
+  del ChildTest  # Collected only in the child, which has the 8 devices it needs.
+
+if __name__ == "__main__":
+  if _CHILD:
+    sys.argv = sys.argv[:1] + ["ChildTest"]
+  absltest.main()
