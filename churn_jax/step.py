@@ -19,6 +19,7 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any           # {} for models without BatchNorm
   opt_state: Any
   rng: jax.Array             # (R, 2) uint32: one key per run, folded with the step
+  first_nonfinite: jax.Array  # (R, M) int32: first step with non-finite params, -1 if none
 
 
 def make_optimizer(opt_cfg, lr_cfg) -> optax.GradientTransformation:
@@ -56,7 +57,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, keys: jax.Arr
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
-                      opt_state=_over_stack(tx.init)(params), rng=run_rngs)
+                      opt_state=_over_stack(tx.init)(params), rng=run_rngs,
+                      first_nonfinite=jnp.full(keys.shape[:2], -1, jnp.int32))
   if mesh is None:
     return jax.jit(init_fn)(keys, run_rngs)
   abstract = jax.eval_shape(init_fn, keys, run_rngs)
@@ -67,7 +69,15 @@ def state_sharding(mesh, state: TrainState) -> TrainState:
   stacked = lambda t: sharding.stacked_sharding(mesh, t)
   return TrainState(step=sharding.replicated(mesh), params=stacked(state.params),
                     batch_stats=stacked(state.batch_stats), opt_state=stacked(state.opt_state),
-                    rng=sharding.per_run_sharding(mesh))
+                    rng=sharding.per_run_sharding(mesh),
+                    first_nonfinite=stacked(state.first_nonfinite))
+
+
+def finite_members(tree) -> jax.Array:
+  """(R, M) bool: whether every leaf of each member is finite."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  per_leaf = [jnp.all(jnp.isfinite(x), axis=tuple(range(2, x.ndim))) for x in leaves]
+  return jnp.stack(per_leaf).all(axis=0)
 
 
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
@@ -93,8 +103,13 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
     grads, (run_losses, metrics, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = _over_stack(tx.update)(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # NaN guard without a host sync per step: remember the first bad step of every member.
+    bad = ~finite_members(params)
+    first_nonfinite = jnp.where(bad & (state.first_nonfinite < 0), state.step + 1,
+                                state.first_nonfinite)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=new_stats if state.batch_stats else state.batch_stats)
+                              batch_stats=new_stats if state.batch_stats else state.batch_stats,
+                              first_nonfinite=first_nonfinite)
     return new_state, {"loss": run_losses, **metrics}
 
   return jax.jit(train_step, donate_argnums=0)

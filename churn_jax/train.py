@@ -16,7 +16,8 @@ import numpy as np
 import tqdm
 
 from churn_jax import data as data_lib
-from churn_jax import evaluate, methods, models, report, sharding, stack, step as step_lib
+from churn_jax import checkpoint, evaluate, methods, models, report, results_store, sharding, stack
+from churn_jax import step as step_lib, validate
 
 
 @dataclasses.dataclass
@@ -56,9 +57,13 @@ def data_seeds(seed: int, run_ids: Sequence[int], vary_data: bool):
 
 
 def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
-                 run_ids: Optional[Sequence[int]] = None, tx=None,
-                 mesh=None, desc: Optional[str] = None) -> MethodRun:
-  """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack."""
+                 run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
+                 checkpointer: Optional[checkpoint.MethodCheckpointer] = None) -> MethodRun:
+  """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
+
+  With a checkpointer, training resumes from its latest readable checkpoint and saves
+  periodically; the result is bitwise the same as an uninterrupted run on CPU.
+  """
   run_ids = list(range(config.num_runs) if run_ids is None else run_ids)
   num_members = method.num_members
   model_cfg = dict(config.model)
@@ -77,39 +82,54 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   num_steps = int(config.num_train_steps)
   sample_x = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
   state = step_lib.init_state(model, tx, keys, run_rngs, sample_x, mesh)
+  start_step = 0
+  if checkpointer is not None:
+    restored, start_step = checkpointer.restore_latest(state)
+    if restored is not None:
+      state = restored
+      logging.info("method %s: resumed from step %d", method.name, start_step)
   train_step = step_lib.make_train_step(model, method, tx, strategy)
   batches = dataset.train_batches(config.batch_size,
-                                  data_seeds(config.seed, run_ids, "data" in vary), 0, num_steps)
+                                  data_seeds(config.seed, run_ids, "data" in vary),
+                                  start_step, num_steps - start_step)
   batch_sharding = sharding.batch_sharding(mesh)
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
-  logging.info("method %s: %d runs x %d members, %s strategy, %d steps", method.name,
-               len(run_ids), num_members, strategy, num_steps)
+  logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
+               len(run_ids), num_members, strategy, start_step, num_steps)
   start = time.perf_counter()
-  bar = tqdm.tqdm(total=num_steps, desc=desc or method.name, unit="step",
+  bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
-  step_metrics = None
-  for i, batch in enumerate(data_lib.prefetch(batches)):
-    batch = jax.device_put(batch, batch_sharding)
-    state, step_metrics = train_step(state, batch)
-    if (i + 1) % log_every == 0 or i + 1 == num_steps:
-      losses = np.asarray(step_metrics["loss"])
-      _check_finite(losses, method.name, run_ids, i + 1)
-      bar.set_postfix(loss=f"{losses.mean():.4f}")
-      bar.update(i + 1 - bar.n)
-  bar.close()
+  losses = np.full(len(run_ids), np.nan)
+  try:
+    for step, batch in enumerate(data_lib.prefetch(batches), start=start_step + 1):
+      state, step_metrics = train_step(state, jax.device_put(batch, batch_sharding))
+      save = checkpointer is not None and checkpointer.should_save(step, num_steps)
+      if save or step % log_every == 0 or step == num_steps:
+        losses = np.asarray(step_metrics["loss"])
+        _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
+        bar.set_postfix(loss=f"{losses.mean():.4f}")
+        bar.update(step - bar.n)
+      if save:
+        checkpointer.save(step, state)
+  finally:
+    bar.close()
+    if checkpointer is not None:
+      checkpointer.wait()
   jax.block_until_ready(state)
   train_seconds = time.perf_counter() - start
   probs, labels = predict(model, state, dataset, strategy, config.get("eval_batch_size", 1000))
   return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
-                   train_seconds=train_seconds, final_losses=np.asarray(step_metrics["loss"]))
+                   train_seconds=train_seconds, final_losses=losses)
 
 
-def _check_finite(losses: np.ndarray, method: str, run_ids, step: int):
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    raise FloatingPointError(f"method {method!r}: non-finite loss in run {run_ids[bad[0]]} "
-                             f"at step {step}")
+def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int]):
+  first = np.asarray(state.first_nonfinite)
+  if (first >= 0).any():
+    r, m = np.argwhere(first >= 0)[np.argmin(first[first >= 0])]
+    raise FloatingPointError(
+        f"method {method!r}: non-finite parameters in run {run_ids[r]} member {m} at step "
+        f"{first[r, m]}; the last good checkpoint is kept")
 
 
 def predict(model, state, dataset, strategy: str, batch_size: int):
@@ -123,37 +143,41 @@ def predict(model, state, dataset, strategy: str, batch_size: int):
 
 
 def method_names(config) -> list:
-  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
-  if not names:
-    raise ValueError("config.methods is empty; name at least one method")
-  unknown = [n for n in names if n not in config.method_configs]
-  if unknown:
-    raise ValueError(f"config.methods: unknown method(s) {unknown}; configured: "
-                     f"{', '.join(sorted(config.method_configs))}")
-  return names
+  return [n.strip() for n in str(config.methods).split(",") if n.strip()]
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
-  """Runs the churn study of `config` and writes results.{json,csv,md} into `workdir`."""
-  names = method_names(config)
-  if config.num_runs < 2:
-    raise ValueError(f"config.num_runs must be >= 2 (churn compares pairs of runs), "
-                     f"got {config.num_runs}")
+  """Runs the churn study of `config` and writes results.{json,csv,md} into `workdir`.
+
+  Finished methods found in workdir are reused and unfinished ones resume from their
+  checkpoints (resume order: churn_jax/checkpoint.py). Timings go to timings.json so that
+  results.json is bitwise reproducible.
+  """
+  validate.validate_config(config)
   dataset = data_lib.get_dataset(config.data)
+  validate.validate_with_dataset(config, dataset)
+  names = method_names(config)
+  store = results_store.ResultsStore(workdir, config, names)  # Fails before any write.
   logging.info("dataset %s: %d train, %d test, %d classes", dataset.name, dataset.num_train,
                dataset.num_test, dataset.num_classes)
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
-  results = {"config": config.to_dict(), "dataset": dataset.name, "methods": {}}
   for name in names:
+    if store.is_finished(name):
+      logging.info("method %s: finished earlier, results reused", name)
+      continue
     method = methods.build(name, config.method_configs[name], int(config.num_train_steps))
-    out = train_method(config, dataset, method, tx=tx)
+    ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(name),
+                                         config.get("checkpoint_every_steps", 0),
+                                         config.get("checkpoints_to_keep", 2))
+    try:
+      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt)
+    finally:
+      ckpt.close()
     deployed = np.asarray(method.deployed_probs(out.member_probs))
     entry = evaluate.summarize(deployed, out.labels, config.get("schurn_alpha", 1.0))
     entry.update(num_members=method.num_members, prediction=method.prediction,
-                 training_cost=method.training_cost, inference_cost=method.inference_cost,
-                 train_seconds=out.train_seconds)
-    results["methods"][name] = entry
-    report.write_results(workdir, results)
+                 training_cost=method.training_cost, inference_cost=method.inference_cost)
+    store.add(name, entry, train_seconds=out.train_seconds)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
-  return results
+  return store.results

@@ -30,13 +30,15 @@ def get_config(arg=None):
 
   config.methods = config_lib.DEFAULT_METHODS
   config.method_configs = config_lib.method_configs(
-      entropy_beta=0.2, skl_beta=0.2, codistill_beta=1.0, rampup_fraction=0.25)
+      entropy_beta=0.1, skl_beta=0.005, codistill_beta=1.0, rampup_fraction=0.25)
 
   config.schurn_alpha = 1.0
   config.eval_batch_size = 4000
   config.strategy = "auto"  # vmap | loop | auto (measured per backend: docs/PERFORMANCE.md)
   config.log_every_steps = 200
   config.progress = True
+  config.checkpoint_every_steps = 1000  # Also saved at the end; resume: churn_jax/checkpoint.py.
+  config.checkpoints_to_keep = 2
 
   if arg.quick:
     config.num_runs = min(config.num_runs, 3)
@@ -45,6 +47,7 @@ def get_config(arg=None):
     config.lr.decay_steps = (150,)
     config.model.hidden = (64,)
     config.log_every_steps = 50
+    config.checkpoint_every_steps = 50
   return config
 
 

@@ -42,4 +42,6 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   config.strategy = "auto"
   config.log_every_steps = 2
   config.progress = False
+  config.checkpoint_every_steps = 0
+  config.checkpoints_to_keep = 2
   return config

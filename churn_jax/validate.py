@@ -1,0 +1,98 @@
+"""Config checks that run before anything is loaded, compiled or written.
+
+Each problem raises ValueError with one line that names the offending key, so a typo costs
+seconds, not a compile and a half-written workdir.
+"""
+
+import math
+
+import jax
+
+from churn_jax import data, methods, models, sharding, stack
+
+# Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
+_COEFFICIENT_RANGES = {
+    "entropy": {"beta": (0.0, 1.0)},
+    "skl": {"beta": (0.0, 1.0)},
+    "codistill": {"beta": (0.0, math.inf), "entropy_beta": (0.0, 1.0)},
+    "codistill_ce": {"beta": (0.0, math.inf)},
+    "mutual": {"beta": (0.0, math.inf)},
+    "anti_distill": {"beta": (0.0, math.inf)},
+}
+
+
+def _fail(message: str):
+  raise ValueError(f"invalid config: {message}")
+
+
+def _peak(value):
+  return float(value if isinstance(value, (int, float)) else value.get("value", 0.0))
+
+
+def _check_methods(config, num_steps: int) -> int:
+  """Checks every selected method; returns the largest number of members."""
+  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
+  if not names:
+    _fail("config.methods is empty; name at least one method")
+  max_members = 1
+  for name in names:
+    if name not in config.method_configs:
+      _fail(f"config.methods: unknown method {name!r}; configured: "
+            f"{', '.join(sorted(config.method_configs))}")
+    cfg = config.method_configs[name]
+    kind = cfg.get("kind", name)
+    for key, (lo, hi) in _COEFFICIENT_RANGES.get(kind, {}).items():
+      if cfg.get(key) is None:
+        continue
+      value = _peak(cfg[key])
+      if not lo <= value <= hi:
+        _fail(f"method_configs.{name}.{key} = {value:g} is outside [{lo:g}, {hi:g}]")
+    try:
+      method = methods.build(name, cfg, num_steps)
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+      _fail(f"method_configs.{name}: {e}")
+    max_members = max(max_members, method.num_members)
+  return max_members
+
+
+def validate_config(config) -> None:
+  """Checks the config itself (no data needed)."""
+  if int(config.num_runs) < 2:
+    _fail(f"num_runs must be >= 2 (churn compares pairs of runs), got {config.num_runs}")
+  for key in ("batch_size", "num_train_steps", "eval_batch_size"):
+    if int(config.get(key, 1)) < 1:
+      _fail(f"{key} must be >= 1, got {config.get(key)}")
+  if float(config.get("schurn_alpha", 1.0)) <= 0:
+    _fail(f"schurn_alpha must be > 0, got {config.schurn_alpha}")
+  if float(config.lr.base) <= 0:
+    _fail(f"lr.base must be > 0, got {config.lr.base}")
+  if config.optimizer.get("name", "sgd") not in ("sgd", "adam"):
+    _fail(f"unknown optimizer {config.optimizer.name!r}; known: adam, sgd")
+  if config.get("checkpoint_every_steps", 0) < 0:
+    _fail(f"checkpoint_every_steps must be >= 0, got {config.checkpoint_every_steps}")
+  if config.strategy not in stack.STRATEGIES:
+    _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
+  vary = {v.strip() for v in str(config.get("vary", "")).split(",") if v.strip()}
+  if vary - {"init", "data"}:
+    _fail(f"vary: unknown source(s) {sorted(vary - {'init', 'data'})}; known: init, data")
+  name = config.data.get("name", "")
+  known = data.DATASET_NAMES + getattr(data, "TFDS_NAMES", ())
+  if not config.data.get("npz_path") and name not in known:
+    _fail(f"unknown dataset {name!r}; known: {', '.join(known)}")
+  model_cfg = dict(config.model)
+  try:
+    models.get_model(model_cfg.pop("name", None), 2, **model_cfg)
+  except ValueError as e:
+    _fail(str(e))
+  max_members = _check_methods(config, int(config.num_train_steps))
+  try:
+    sharding.mesh_shape(jax.device_count(), int(config.num_runs), max_members,
+                        int(config.batch_size))
+  except ValueError as e:
+    _fail(str(e))
+
+
+def validate_with_dataset(config, dataset) -> None:
+  """Checks that need the loaded data."""
+  if config.batch_size > dataset.num_train:
+    _fail(f"batch_size {config.batch_size} exceeds the {dataset.num_train} training examples")
