@@ -29,12 +29,12 @@ def _peak(value):
   return float(value if isinstance(value, (int, float)) else value.get("value", 0.0))
 
 
-def _check_methods(config, num_steps: int) -> int:
-  """Checks every selected method; returns the largest number of members."""
+def _check_methods(config, num_steps: int) -> set:
+  """Checks every selected method; returns the set of their member counts."""
   names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
   if not names:
     _fail("config.methods is empty; name at least one method")
-  max_members = 1
+  member_counts = set()
   for name in names:
     if name not in config.method_configs:
       _fail(f"config.methods: unknown method {name!r}; configured: "
@@ -51,8 +51,8 @@ def _check_methods(config, num_steps: int) -> int:
       method = methods.build(name, cfg, num_steps)
     except (ValueError, KeyError, AttributeError, TypeError) as e:
       _fail(f"method_configs.{name}: {e}")
-    max_members = max(max_members, method.num_members)
-  return max_members
+    member_counts.add(method.num_members)
+  return member_counts
 
 
 def validate_config(config) -> None:
@@ -84,12 +84,12 @@ def validate_config(config) -> None:
     models.get_model(model_cfg.pop("name", None), 2, **model_cfg)
   except ValueError as e:
     _fail(str(e))
-  max_members = _check_methods(config, int(config.num_train_steps))
-  try:
-    sharding.mesh_shape(jax.device_count(), int(config.num_runs), max_members,
-                        int(config.batch_size))
-  except ValueError as e:
-    _fail(str(e))
+  for num_members in sorted(_check_methods(config, int(config.num_train_steps))):
+    try:  # Each method gets its own mesh: check the batch against every one.
+      sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
+                          int(config.batch_size))
+    except ValueError as e:
+      _fail(str(e))
 
 
 def validate_with_dataset(config, dataset) -> None:

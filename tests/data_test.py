@@ -300,7 +300,7 @@ class GetDatasetTest(absltest.TestCase):
     def test_unknown_and_incomplete(self):
         with self.assertRaisesRegex(
                 ValueError, "^unknown dataset 'cifar'; known: digits, mnist1d, "
-                "npz$"):
+                "npz, cifar10, "):
             data.get_dataset(ml_collections.ConfigDict({"name": "cifar"}))
         with self.assertRaisesRegex(ValueError, "needs a non-empty npz_path"):
             data.get_dataset(ml_collections.ConfigDict(

@@ -47,7 +47,7 @@ class ChildTest(absltest.TestCase):
     config.strategy = "vmap"
     ds = testing.tiny_dataset()
     method = methods.build("codistill", config.method_configs["codistill"], 4)
-    for shape in [(4, 2, 1), (2, 1, 4), (1, 2, 4)]:
+    for shape in [(4, 2, 1), (1, 2, 4)]:  # (run, member) and (member, data) sharded.
       mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(shape), sharding.AXES)
       sharded = train.train_method(config, ds, method, mesh=mesh)
       leaf = jax.tree_util.tree_leaves(sharded.state.params)[0]

@@ -42,7 +42,8 @@ def get_dataset(data_config) -> Dataset:
     """Loads the dataset a data config describes.
 
     Fields (all optional except `name` when no npz_path is given):
-      name: 'mnist1d', 'digits' or 'npz'.
+      name: 'mnist1d', 'digits', 'npz', or one of TFDS_NAMES (tfds_source.from_config
+        reads its other fields).
       npz_path: when non-empty, the .npz file to load, whatever `name` says.
       cache_dir: MNIST-1D cache directory; '' means the default.
       num_samples, train_split: MNIST-1D generation (defaults 20000, 0.8).
@@ -70,5 +71,4 @@ def get_dataset(data_config) -> Dataset:
     if name == "npz":
         raise ValueError("dataset 'npz' needs a non-empty npz_path")
     raise ValueError(
-        f"unknown dataset {name!r}; known: "
-        f"{', '.join(DATASET_NAMES + TFDS_NAMES)}")
+        f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")

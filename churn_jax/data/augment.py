@@ -22,21 +22,40 @@ CROP_ATTEMPTS = 10
 
 
 def crop_flip_params(rng: np.random.Generator, num: int, pad: int, flip: bool):
-  """Crop offsets (num, 2) in [0, 2 * pad] and flip flags (num,) for `pad_crop_flip`."""
+  """Crop offsets (num, 2) in [0, 2 * pad] and flip flags (num,) for `crop_from_padded`."""
   offsets = rng.integers(0, 2 * pad + 1, size=(num, 2))
   flips = rng.random(num) < 0.5
   return offsets, (flips if flip else np.zeros(num, bool))
 
 
+def zero_pad(images: np.ndarray, pad: int) -> np.ndarray:
+  """Zero-pads (N, H, W, C) images by `pad` pixels on every side."""
+  return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def crop_from_padded(padded: np.ndarray, indices: np.ndarray, offsets: np.ndarray,
+                     flips: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Crops (height, width) at `offsets` out of padded[indices], flipping where `flips`.
+
+  Examples sharing an offset are cut with one slice (at most (2 pad + 1)^2 groups), which is
+  ~8x faster than a per-pixel gather; the dataset is padded once, not every batch.
+  """
+  out = np.empty((len(indices), height, width) + padded.shape[3:], padded.dtype)
+  keys = offsets[:, 0] * padded.shape[2] + offsets[:, 1]
+  order = np.argsort(keys, kind="stable")
+  for group in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
+    if group.size:
+      top, left = offsets[group[0]]
+      out[group] = padded[indices[group], top:top + height, left:left + width]
+  out[flips] = out[flips, :, ::-1]
+  return out
+
+
 def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray,
                   pad: int) -> np.ndarray:
-  """Zero-pads (N, H, W, C) images by `pad`, crops (H, W) at `offsets`, flips where `flips`."""
+  """Zero-pads (N, H, W, C) images, crops (H, W) at `offsets`, flips where `flips`."""
   n, h, w = images.shape[:3]
-  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  rows = offsets[:, 0, None] + np.arange(h)                     # (N, H)
-  cols = offsets[:, 1, None] + np.arange(w)                     # (N, W)
-  cols = np.where(flips[:, None], cols[:, ::-1], cols)          # a flip reverses the columns
-  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  return crop_from_padded(zero_pad(images, pad), np.arange(n), offsets, flips, h, w)
 
 
 def flip_left_right(images: np.ndarray) -> np.ndarray:
@@ -109,9 +128,15 @@ def center_crop(image: np.ndarray, resize_to: int, size: int) -> np.ndarray:
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """uint8 [0, 255] -> float32 (x / 255 - mean) / std, per channel."""
-  out = images.astype(np.float32)
-  out *= np.float32(1 / 255)
-  out -= np.asarray(mean, np.float32)
-  out *= 1 / np.asarray(std, np.float32)
-  return out
+  """uint8 [0, 255] (..., H, W, C) -> float32 (x / 255 - mean) / std, per channel."""
+  channels = images.shape[-1]
+  size = int(np.prod(images.shape[-3:]))
+  std = np.asarray(std, np.float32)
+  # Per-channel constants tiled over a whole example: numpy broadcasts a length-3 inner axis
+  # ~4x slower than it streams one contiguous row.
+  scale = np.tile(1 / (255 * std), size // channels)
+  shift = np.tile(-np.asarray(mean, np.float32) / std, size // channels)
+  out = images.reshape(-1, size).astype(np.float32)
+  out *= scale
+  out += shift
+  return out.reshape(images.shape)

@@ -30,6 +30,7 @@ from churn_jax.data.ordering import RunBatches
 
 _AUG = 0x617567  # Separates the augmentation stream from the shuffling stream of a seed.
 _READ_CHUNK = 256  # Records per read call when loading a split into memory.
+_PAD = 4  # Pixels of zero padding before the random crop of 32x32 datasets.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,8 @@ class _Records:
 class TFDSSource:
   """The trainer's data source (see churn_jax.data.Dataset) for one TFDS image dataset.
 
-  Attributes: name, num_classes, input_shape (H, W, C), num_train, num_test.
+  Attributes: name, num_classes, input_shape (H, W, C), num_train, num_test (after the
+  held-out split and the caps), spec (the dataset's Spec).
   """
 
   def __init__(self, name: str, data_dir: str = "", validation_examples: int = 0,
@@ -155,9 +157,10 @@ class TFDSSource:
       self._eval.stop = self._eval.start + min(len(self._eval), int(eval_examples))
 
     if self.spec.small:
-      # 32x32 datasets fit in memory: decode once, then every batch is a numpy gather.
-      self._train_x, self._train_y = self._load(self._train)
-      self.input_shape = tuple(self._train_x.shape[1:])
+      # 32x32 datasets fit in memory: decode and pad once, then a batch is numpy slicing.
+      images, self._train_y = self._load(self._train)
+      self._train_padded = augment.zero_pad(images, _PAD)
+      self.input_shape = tuple(images.shape[1:])
     else:
       self.image_size = int(image_size)
       self.input_shape = (self.image_size, self.image_size, 3)
@@ -210,14 +213,17 @@ class TFDSSource:
 
   def _small_batch(self, idx, rngs, batch_size, lo, hi):
     num_runs, rows = idx.shape
-    # Parameters are drawn for the global batch, then sliced: independent of the host count.
-    params = [augment.crop_flip_params(rng, batch_size, pad=4, flip=self.spec.flip)
-              for rng in rngs]
-    offsets = np.concatenate([o[lo:hi] for o, _ in params])
-    flips = np.concatenate([f[lo:hi] for _, f in params])
-    x = augment.pad_crop_flip(self._train_x[idx.reshape(-1)], offsets, flips, pad=4)
-    x = augment.normalize(x, self.spec.mean, self.spec.std)
-    return x.reshape((num_runs, rows) + x.shape[1:]), self._train_y[idx]
+    height, width = self.input_shape[:2]
+    out = np.empty((num_runs, rows) + self.input_shape, np.float32)
+
+    def one_run(r):
+      # Parameters are drawn for the global batch, then sliced: independent of host count.
+      offsets, flips = augment.crop_flip_params(rngs[r], batch_size, _PAD, self.spec.flip)
+      crops = augment.crop_from_padded(self._train_padded, idx[r], offsets[lo:hi],
+                                       flips[lo:hi], height, width)
+      out[r] = augment.normalize(crops, self.spec.mean, self.spec.std)
+    list(self._pool.map(one_run, range(num_runs)))  # numpy copies release the GIL.
+    return out, self._train_y[idx]
 
   def _large_batch(self, idx, rngs, batch_size, lo, hi):
     num_runs, rows = idx.shape
@@ -249,20 +255,24 @@ class TFDSSource:
       if self.spec.small:
         x, y = self._eval_x[i:i + batch_size], self._eval_y[i:i + batch_size]
       else:
-        examples = self._read_parallel(self._eval, np.arange(i, min(i + batch_size,
-                                                                     len(self._eval))))
-        resize_to = int(round(self.image_size * 256 / 224))
-        x = np.stack([augment.center_crop(np.asarray(ex["image"], np.uint8), resize_to,
-                                          self.image_size) for ex in examples])
+        stop = min(i + batch_size, len(self._eval))
+        examples = self._read_parallel(self._eval, np.arange(i, stop))
+        resize_to = int(round(self.image_size * 256 / 224))  # 256 for 224 crops.
+        crop = lambda ex: augment.center_crop(np.asarray(ex["image"], np.uint8), resize_to,
+                                              self.image_size)
+        x = np.stack(list(self._pool.map(crop, examples)))
         y = np.asarray([ex["label"] for ex in examples], np.int32)
       yield augment.normalize(x, self.spec.mean, self.spec.std), y
 
 
 def from_config(data_config) -> TFDSSource:
   """TFDSSource from a config's `data` block (fields as in experiments/cifar10.py)."""
-  get = data_config.get
+  if hasattr(data_config, "get"):
+    get = data_config.get
+  else:  # Plain attribute containers, as churn_jax.data.get_dataset accepts.
+    get = lambda key, default=None: getattr(data_config, key, default)
   return TFDSSource(
-      name=data_config.name, data_dir=get("data_dir", "") or "",
+      name=get("name"), data_dir=get("data_dir", "") or "",
       validation_examples=int(get("validation_examples", 0) or 0),
       eval_split=get("eval_split", "") or "", image_size=int(get("image_size", 224)),
       train_examples=int(get("train_examples", 0) or 0),
