@@ -57,6 +57,8 @@ def get_config(arg=None):
   config.strategy = "auto"
   config.log_every_steps = 100
   config.progress = True
+  config.checkpoint_every_steps = 2500  # Also saved at the end; resume: churn_jax/checkpoint.py.
+  config.checkpoints_to_keep = 2
 
   if arg.runlocal:
     _runlocal(config)
@@ -75,9 +77,10 @@ def _runlocal(config):
   config.data.train_examples = 256
   config.data.eval_examples = 64
   config.data.num_workers = 2
-  config.eval_batch_size = 32
+  config.eval_batch_size = 64  # = eval_examples: one eval batch, one compile.
   config.log_every_steps = 1
   config.progress = False
+  config.checkpoint_every_steps = 0  # Only the final save.
 
 
 def get_sweep():

@@ -22,6 +22,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
+  # Orbax logs every file transfer at INFO; keep its warnings, drop the chatter.
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
   try:
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FloatingPointError, FileNotFoundError) as e:

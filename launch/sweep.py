@@ -1,0 +1,187 @@
+"""Runs the coefficient sweep of an experiment config (its `get_sweep()`), or prints it.
+
+  # One entry after another on this machine, results in <workdir>/<entry name>/:
+  python launch/sweep.py --config=experiments/cifar10.py --workdir=/mnt/bucket/churn/cifar10
+  # One TPU VM per entry: prints one launch/tpu_vm.sh command line per entry.
+  python launch/sweep.py --config=experiments/cifar10.py --workdir=/mnt/bucket/churn/cifar10 \
+      --mode=print_tpu_commands
+
+An entry is a dict of dotted config keys -> values ({"method_configs.skl.beta": 0.3});
+every key must already exist in the config (a typo fails before anything trains).
+"""
+
+import importlib.util
+import inspect
+import json
+import os
+import re
+import shlex
+import sys
+from typing import Any, Dict, List, Tuple
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import the helpers below without
+  claiming global flag names such as --config."""
+  flags.DEFINE_string("config", None, "Experiment config file, optionally with ':args'.")
+  flags.DEFINE_string("workdir", None, "Parent directory; each entry gets a subfolder.")
+  flags.DEFINE_enum("mode", "sequential", ["sequential", "print_tpu_commands"],
+                    "Run the entries here one after another, or print TPU VM commands.")
+  flags.DEFINE_list("only", [], "Run only these entry names (default: all).")
+  flags.DEFINE_bool("skip_done", True, "Skip entries whose results.json already has every "
+                    "method (a restarted sweep resumes where it stopped).")
+
+
+def load_config_module(spec: str):
+  """(module, arg) for 'path/to/config.py[:arg]'."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module_spec = importlib.util.spec_from_file_location(
+      "churn_config_" + re.sub(r"\W", "_", os.path.basename(path)[:-3]), path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module, (arg or None)
+
+
+def get_sweep(module, arg) -> List[Dict[str, Any]]:
+  if not hasattr(module, "get_sweep"):
+    raise ValueError(f"{module.__name__} has no get_sweep()")
+  takes_arg = bool(inspect.signature(module.get_sweep).parameters)
+  return list(module.get_sweep(arg) if takes_arg else module.get_sweep())
+
+
+def _lookup(config, key: str):
+  """The value at dotted `key`; KeyError naming the first missing component."""
+  node = config
+  for i, part in enumerate(key.split(".")):
+    if not hasattr(node, "keys") or part not in node:
+      raise KeyError(".".join(key.split(".")[:i + 1]))
+    node = node[part]
+  return node
+
+
+def check_overrides(config, overrides: Dict[str, Any]) -> None:
+  """Raises ValueError (one line) unless every dotted key names an existing config field."""
+  for key in overrides:
+    try:
+      value = _lookup(config, key)
+    except KeyError as e:
+      raise ValueError(f"unknown config key {key!r} (no {e.args[0]!r} in the config)") from None
+    if hasattr(value, "keys"):
+      raise ValueError(f"config key {key!r} is a section, not a value")
+
+
+def apply_overrides(config, overrides: Dict[str, Any]):
+  """A copy of `config` with the dotted-key overrides applied (existing keys only)."""
+  check_overrides(config, overrides)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    try:
+      config.update_from_flattened_dict(dict(overrides))
+    except (TypeError, KeyError) as e:
+      raise ValueError(f"bad override {overrides}: {e}") from None
+  return config
+
+
+def entry_name(index: int, overrides: Dict[str, Any]) -> str:
+  """A folder name such as '03_skl_beta=0.2' (index first, so names sort like the sweep)."""
+  methods = str(overrides.get("methods", ""))
+  parts = [methods] if methods else []
+  for key, value in overrides.items():
+    if key == "methods":
+      continue
+    key = key.removeprefix("method_configs.").removesuffix(".value")
+    key = key.removeprefix(methods + ".") if methods else key
+    parts.append(f"{key}={value}")
+  return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts) or "base")
+
+
+def sweep_entries(config_spec: str) -> Tuple[Any, List[Tuple[str, Dict[str, Any]]]]:
+  """The base config and [(name, overrides)], every entry already checked against it."""
+  module, arg = load_config_module(config_spec)
+  config = module.get_config(arg)
+  entries = [(entry_name(i, o), o) for i, o in enumerate(get_sweep(module, arg))]
+  for name, overrides in entries:
+    try:
+      check_overrides(config, overrides)
+    except ValueError as e:
+      raise ValueError(f"sweep entry {name}: {e}") from None
+  return config, entries
+
+
+def tpu_command(config_spec: str, workdir: str, name: str, overrides: Dict[str, Any]) -> str:
+  """The launch/tpu_vm.sh line that trains one entry on its own TPU VM."""
+  study = os.path.basename(config_spec.partition(":")[0]).removesuffix(".py")
+  vm = re.sub(r"[^a-z0-9-]+", "-", f"churn-{study}-{name}".lower())[:60].rstrip("-")
+  args = [f"--config={config_spec}", f"--workdir={workdir.rstrip('/')}/{name}"]
+  args += [f"--config.{k}={v}" for k, v in overrides.items()]
+  return f"TPU_NAME={vm} launch/tpu_vm.sh all " + " ".join(shlex.quote(a) for a in args)
+
+
+def is_done(config, workdir: str) -> bool:
+  """True if `workdir`/results.json holds every method of `config`, from this same config."""
+  from churn_jax import results_store  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path) as f:
+      done = json.load(f).get("methods", {})
+  except ValueError:
+    return False  # Unreadable: let the trainer say so.
+  names = [m.strip() for m in str(config.methods).split(",") if m.strip()]
+  return all(done.get(name, {}).get("fingerprint") == results_store.fingerprint(config, name)
+             for name in names)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.config or not FLAGS.workdir:
+    raise app.UsageError("--config and --workdir are required")
+  try:
+    config, entries = sweep_entries(FLAGS.config)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if FLAGS.only:
+    entries = [(n, o) for n, o in entries if n in FLAGS.only]
+  if FLAGS.mode == "print_tpu_commands":
+    for name, overrides in entries:
+      print(tpu_command(FLAGS.config, FLAGS.workdir, name, overrides))
+    return
+
+  from churn_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.maybe_initialize()  # Before anything touches a JAX backend.
+  from churn_jax import report, train  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  failed = []
+  for i, (name, overrides) in enumerate(entries):
+    workdir = os.path.join(FLAGS.workdir, name)
+    entry_config = apply_overrides(config, overrides)
+    if FLAGS.skip_done and is_done(entry_config, workdir):
+      logging.info("sweep entry %s: already done in %s, skipped", name, workdir)
+      continue
+    logging.info("sweep entry %d/%d %s: %s -> %s", i + 1, len(entries), name, overrides,
+                 workdir)
+    try:
+      results = train.train_and_evaluate(entry_config, workdir)
+    except (ValueError, FloatingPointError, FileNotFoundError) as e:
+      # One diverged coefficient should not cost the rest of the sweep.
+      print(f"error: sweep entry {name}: {e}", file=sys.stderr)
+      failed.append(name)
+      continue
+    print(f"== {name}\n{report.format_table(results)}", flush=True)
+  if failed:
+    print(f"error: {len(failed)} sweep entries failed: {', '.join(failed)}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
