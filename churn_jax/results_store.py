@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any, Dict, Sequence
 
+import jax
+
 from churn_jax import report
 
 # Keys that change how a study is run or shown, never its numbers.
@@ -59,6 +61,8 @@ class ResultsStore:
 
   def add(self, name: str, entry: Dict[str, Any], train_seconds: float) -> None:
     self.results["methods"][name] = dict(entry, fingerprint=self._fingerprints[name])
+    if jax.process_index() != 0:  # On a multi-host slice one host writes the files.
+      return
     report.write_results(self.workdir, self.results)
     # Wall-clock times live apart from results.json, which stays bitwise reproducible.
     timings_path = os.path.join(self.workdir, "timings.json")

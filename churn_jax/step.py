@@ -20,6 +20,7 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
   rng: jax.Array             # (R, 2) uint32: one key per run, folded with the step
   first_nonfinite: jax.Array  # (R, M) int32: first step with non-finite params, -1 if none
+  stale: Any = flax.struct.field(default_factory=dict)  # Stale member copies, or {}.
 
 
 def make_optimizer(opt_cfg, lr_cfg) -> optax.GradientTransformation:
@@ -49,16 +50,25 @@ def _over_stack(fn):
   return jax.vmap(jax.vmap(fn))
 
 
+def variables_of(state: TrainState) -> dict:
+  """The Flax variables of the stacked members ({"params"[, "batch_stats"]})."""
+  if state.batch_stats:
+    return {"params": state.params, "batch_stats": state.batch_stats}
+  return {"params": state.params}
+
+
 def init_state(model: nn.Module, tx: optax.GradientTransformation, keys: jax.Array,
-               run_rngs: jax.Array, sample_x: jax.Array, mesh=None) -> TrainState:
+               run_rngs: jax.Array, sample_x: jax.Array, mesh=None,
+               keep_stale: bool = False) -> TrainState:
   """Shape-first init: eval_shape -> shardings -> jit(init, out_shardings)."""
   def init_fn(keys, run_rngs):
     variables = stack.init_stack(model, keys, sample_x)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=_over_stack(tx.init)(params), rng=run_rngs,
-                      first_nonfinite=jnp.full(keys.shape[:2], -1, jnp.int32))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       batch_stats=variables.get("batch_stats", {}),
+                       opt_state=_over_stack(tx.init)(params), rng=run_rngs,
+                       first_nonfinite=jnp.full(keys.shape[:2], -1, jnp.int32))
+    return state.replace(stale=variables_of(state)) if keep_stale else state
   if mesh is None:
     return jax.jit(init_fn)(keys, run_rngs)
   abstract = jax.eval_shape(init_fn, keys, run_rngs)
@@ -70,7 +80,7 @@ def state_sharding(mesh, state: TrainState) -> TrainState:
   return TrainState(step=sharding.replicated(mesh), params=stacked(state.params),
                     batch_stats=stacked(state.batch_stats), opt_state=stacked(state.opt_state),
                     rng=sharding.per_run_sharding(mesh),
-                    first_nonfinite=stacked(state.first_nonfinite))
+                    first_nonfinite=stacked(state.first_nonfinite), stale=stacked(state.stale))
 
 
 def finite_members(tree) -> jax.Array:
@@ -80,24 +90,53 @@ def finite_members(tree) -> jax.Array:
   return jnp.stack(per_leaf).all(axis=0)
 
 
+def _frozen_logits(model, variables, x, strategy):
+  logits, _ = stack.apply_stack(model, variables, x, train=False, strategy=strategy)
+  return jax.lax.stop_gradient(logits.astype(jnp.float32))
+
+
+def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range):
+  """Applies the method's input transform run by run, each run with its own teacher."""
+  outs = []
+  for r in range(x.shape[0]):  # R is small; a loop keeps the teacher gradient per run simple.
+    teacher_r = jax.tree_util.tree_map(lambda a: a[r:r + 1], teacher)
+    logits_fn = lambda xr, t=teacher_r: stack.apply_stack(
+        model, t, xr[None], train=False, strategy=strategy)[0][0]
+    outs.append(method.input_transform(x[r], logits_fn, rngs[r], x_range))
+  return jnp.stack(outs)
+
+
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
-                    strategy: str) -> Callable[[TrainState, Tuple[jax.Array, jax.Array]],
-                                               Tuple[TrainState, dict]]:
-  """One jitted, donated update of every run and member.
+                    strategy: str, x_range=None) -> Callable[..., Tuple[TrainState, dict]]:
+  """One jitted, donated update of every run and member: (state, batch, teacher) -> state.
 
   The loss of the stack is the sum over runs of each run's method loss; runs share no
-  parameters, so each run receives exactly its own gradient.
+  parameters, so each run receives exactly its own gradient. `teacher` holds the frozen
+  stage-1 variables (R, Mt, ...) of a two-stage method, else {}. What the method needs beyond
+  its logits (stale peers, teacher outputs, perturbed inputs) is computed here, outside the
+  differentiated function, and passed to the loss as `extra`.
   """
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, teacher):
     x, y = batch  # (R, B, ...), (R, B)
+    rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
+    extra, x_aux = {}, None
+    if method.teacher is not None:
+      extra["teacher_logits"] = _frozen_logits(model, teacher, x, strategy)
+    if method.stale_refresh_steps:
+      extra["peer_logits"] = _frozen_logits(model, state.stale, x, strategy)
+    if method.input_transform is not None:
+      x_aux = _transform_inputs(method, model, teacher, x, rngs, strategy, x_range)
+      extra["aux_teacher_logits"] = _frozen_logits(model, teacher, x_aux, strategy)
 
     def loss_fn(params):
-      variables = {"params": params}
-      if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+      variables = dict(variables_of(state), params=params)
       logits, new_stats = stack.apply_stack(model, variables, x, train=True, strategy=strategy)
-      run_losses, metrics = jax.vmap(method.loss, in_axes=(0, 0, None))(
-          logits.astype(jnp.float32), y, state.step)
+      run_extra = dict(extra)
+      if x_aux is not None:  # BatchNorm statistics come from the clean batch only.
+        run_extra["aux_logits"] = stack.apply_stack(model, variables, x_aux, train=True,
+                                                    strategy=strategy)[0].astype(jnp.float32)
+      run_losses, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
+          logits.astype(jnp.float32), y, state.step, run_extra)
       return jnp.sum(run_losses), (run_losses, metrics, new_stats)
 
     grads, (run_losses, metrics, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -110,6 +149,10 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               batch_stats=new_stats if state.batch_stats else state.batch_stats,
                               first_nonfinite=first_nonfinite)
+    if method.stale_refresh_steps:  # Anil et al.: peers are copies refreshed every K steps.
+      refresh = new_state.step % method.stale_refresh_steps == 0
+      new_state = new_state.replace(stale=jax.tree_util.tree_map(
+          lambda old, new: jnp.where(refresh, new, old), state.stale, variables_of(new_state)))
     return new_state, {"loss": run_losses, **metrics}
 
   return jax.jit(train_step, donate_argnums=0)
@@ -118,10 +161,7 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
 def make_predict(model: nn.Module, strategy: str):
   """Jitted: (state, x (B, ...)) -> probabilities (R, M, B, K) of every member on shared x."""
   def predict(state: TrainState, x):
-    variables = {"params": state.params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-    logits, _ = stack.apply_stack(model, variables, x, train=False, strategy=strategy,
+    logits, _ = stack.apply_stack(model, variables_of(state), x, train=False, strategy=strategy,
                                   x_per_run=False)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return jax.jit(predict)

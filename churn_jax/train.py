@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from churn_jax import data as data_lib
+from churn_jax import data as data_lib, distributed
 from churn_jax import checkpoint, evaluate, methods, models, report, results_store, sharding, stack
 from churn_jax import step as step_lib, validate
 
@@ -39,13 +39,17 @@ def vary_set(config) -> set:
   return vary
 
 
-def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: bool):
+def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: bool,
+                salt: int = 0):
   """PRNG keys (R, M, 2): run r member m gets fold_in(fold_in(seed, r), m).
 
   Keys depend on the run id, not on its position in the stack, so a run trained alone
-  starts exactly like the same run trained in a stack.
+  starts exactly like the same run trained in a stack. A non-zero `salt` (a student of a
+  two-stage method) gives fresh keys.
   """
   base = jax.random.PRNGKey(seed)
+  if salt:
+    base = jax.random.fold_in(base, 1_000_003 * salt)
   return jnp.stack([
       jnp.stack([jax.random.fold_in(jax.random.fold_in(base, r if vary_init else 0), m)
                  for m in range(num_members)]) for r in run_ids])
@@ -56,14 +60,8 @@ def data_seeds(seed: int, run_ids: Sequence[int], vary_data: bool):
           for r in run_ids]
 
 
-def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
-                 run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
-                 checkpointer: Optional[checkpoint.MethodCheckpointer] = None) -> MethodRun:
-  """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
-
-  With a checkpointer, training resumes from its latest readable checkpoint and saves
-  periodically; the result is bitwise the same as an uninterrupted run on CPU.
-  """
+def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
+  """The model, strategy, optimizer, mesh and freshly initialised stacked state of a method."""
   run_ids = list(range(config.num_runs) if run_ids is None else run_ids)
   num_members = method.num_members
   model_cfg = dict(config.model)
@@ -76,19 +74,40 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
     mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size)
   vary = vary_set(config)
 
-  keys = member_keys(config.seed, run_ids, num_members, "init" in vary)
+  keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
   run_rngs = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), r)
                         for r in run_ids])
-  num_steps = int(config.num_train_steps)
   sample_x = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
-  state = step_lib.init_state(model, tx, keys, run_rngs, sample_x, mesh)
+  state = step_lib.init_state(model, tx, keys, run_rngs, sample_x, mesh,
+                              keep_stale=method.stale_refresh_steps > 0)
+  return run_ids, model, strategy, tx, mesh, state
+
+
+def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
+                 run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
+                 checkpointer: Optional[checkpoint.MethodCheckpointer] = None,
+                 teacher: Optional[step_lib.TrainState] = None) -> MethodRun:
+  """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
+
+  With a checkpointer, training resumes from its latest readable checkpoint and saves
+  periodically; the result is bitwise the same as an uninterrupted run on CPU. `teacher` is
+  the trained state of the method's stage-1 teacher (same runs), for two-stage methods.
+  """
+  if method.teacher is not None and teacher is None:
+    raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
+  run_ids, model, strategy, tx, mesh, state = _setup(config, dataset, method, run_ids, tx, mesh)
+  vary = vary_set(config)
+  num_steps = int(config.num_train_steps)
   start_step = 0
   if checkpointer is not None:
     restored, start_step = checkpointer.restore_latest(state)
     if restored is not None:
       state = restored
       logging.info("method %s: resumed from step %d", method.name, start_step)
-  train_step = step_lib.make_train_step(model, method, tx, strategy)
+  x_range = (float(dataset.x_train.min()), float(dataset.x_train.max())) \
+      if hasattr(dataset, "x_train") else None  # ODS clips perturbed inputs to the data range.
+  train_step = step_lib.make_train_step(model, method, tx, strategy, x_range)
+  teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
   batches = dataset.train_batches(config.batch_size,
                                   data_seeds(config.seed, run_ids, "data" in vary),
                                   start_step, num_steps - start_step)
@@ -96,14 +115,15 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
   logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
-               len(run_ids), num_members, strategy, start_step, num_steps)
+               len(run_ids), method.num_members, strategy, start_step, num_steps)
   start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
   losses = np.full(len(run_ids), np.nan)
   try:
     for step, batch in enumerate(data_lib.prefetch(batches), start=start_step + 1):
-      state, step_metrics = train_step(state, jax.device_put(batch, batch_sharding))
+      batch = distributed.global_batch(batch, batch_sharding, config.batch_size)
+      state, step_metrics = train_step(state, batch, teacher_vars)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
         losses = np.asarray(step_metrics["loss"])
@@ -146,37 +166,76 @@ def method_names(config) -> list:
   return [n.strip() for n in str(config.methods).split(",") if n.strip()]
 
 
+def study_order(config, names: Sequence[str]) -> list:
+  """The selected methods with each two-stage method's teacher placed before it."""
+  order = []
+  for name in names:
+    teacher = config.method_configs[name].get("teacher")
+    if teacher and teacher not in order:
+      order.append(teacher)
+    if name not in order:
+      order.append(name)
+  return order
+
+
+def _restore_teacher(config, dataset, method, store, tx) -> step_lib.TrainState:
+  """The final state of a teacher that finished in an earlier process, from its checkpoint."""
+  *_, target = _setup(config, dataset, method, None, tx, None)
+  ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(method.name), 0)
+  try:
+    state, step = ckpt.restore_latest(target)
+  finally:
+    ckpt.close()
+  if state is None or step != int(config.num_train_steps):
+    raise ValueError(f"teacher {method.name!r} has results but no final checkpoint in "
+                     f"{store.checkpoint_dir(method.name)}; use a new --workdir")
+  return state
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Runs the churn study of `config` and writes results.{json,csv,md} into `workdir`.
 
   Finished methods found in workdir are reused and unfinished ones resume from their
-  checkpoints (resume order: churn_jax/checkpoint.py). Timings go to timings.json so that
-  results.json is bitwise reproducible.
+  checkpoints (resume order: churn_jax/checkpoint.py). A two-stage method's teacher is trained
+  first and reported in its own row. Timings go to timings.json so that results.json is
+  bitwise reproducible.
   """
   validate.validate_config(config)
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)
-  names = method_names(config)
-  store = results_store.ResultsStore(workdir, config, names)  # Fails before any write.
+  order = study_order(config, method_names(config))
+  store = results_store.ResultsStore(workdir, config, order)  # Fails before any write.
   logging.info("dataset %s: %d train, %d test, %d classes", dataset.name, dataset.num_train,
                dataset.num_test, dataset.num_classes)
+  num_steps = int(config.num_train_steps)
+  built = {name: methods.build(name, config.method_configs[name], num_steps) for name in order}
+  teachers = {m.teacher for m in built.values() if m.teacher}
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
-  for name in names:
+  states = {}  # Trained teachers, kept in memory for their students.
+  for name in order:
+    method = built[name]
     if store.is_finished(name):
       logging.info("method %s: finished earlier, results reused", name)
       continue
-    method = methods.build(name, config.method_configs[name], int(config.num_train_steps))
+    teacher = None
+    if method.teacher:
+      teacher = states.get(method.teacher) or _restore_teacher(
+          config, dataset, built[method.teacher], store, tx)
     ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(name),
                                          config.get("checkpoint_every_steps", 0),
                                          config.get("checkpoints_to_keep", 2))
     try:
-      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt)
+      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher)
     finally:
       ckpt.close()
+    if name in teachers:
+      states[name] = out.state
     deployed = np.asarray(method.deployed_probs(out.member_probs))
     entry = evaluate.summarize(deployed, out.labels, config.get("schurn_alpha", 1.0))
+    teacher_cost = built[method.teacher].training_cost if method.teacher else 0.0
     entry.update(num_members=method.num_members, prediction=method.prediction,
-                 training_cost=method.training_cost, inference_cost=method.inference_cost)
+                 training_cost=method.training_cost + teacher_cost,
+                 inference_cost=method.inference_cost)
     store.add(name, entry, train_seconds=out.train_seconds)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])

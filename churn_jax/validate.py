@@ -51,6 +51,14 @@ def _check_methods(config, num_steps: int) -> set:
       method = methods.build(name, cfg, num_steps)
     except (ValueError, KeyError, AttributeError, TypeError) as e:
       _fail(f"method_configs.{name}: {e}")
+    if method.teacher is not None:
+      teacher_cfg = config.method_configs.get(method.teacher)
+      if teacher_cfg is None:
+        _fail(f"method_configs.{name}.teacher: unknown method {method.teacher!r}")
+      if teacher_cfg.get("teacher"):
+        _fail(f"method_configs.{name}.teacher: {method.teacher!r} is itself a student; "
+              f"a teacher must be a one-stage method")
+      member_counts.add(methods.build(method.teacher, teacher_cfg, num_steps).num_members)
     member_counts.add(method.num_members)
   return member_counts
 

@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from churn_jax import report, train
+from churn_jax import distributed, report, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
   logging.set_verbosity(logging.INFO)
   # Orbax logs every file transfer at INFO; keep its warnings, drop the chatter.
   logging.get_absl_handler().addFilter(

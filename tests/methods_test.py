@@ -189,10 +189,11 @@ class MethodsTest(parameterized.TestCase):
     loss = mutual.make_loss(lambda step: 0.3, "ce", use_stale=True)
     ref = sum(np_ce(p[i], y) + 0.3 * np.mean([np_soft_ce(q[j], p[i]) for j in range(m) if j != i])
               for i in range(m))
-    np.testing.assert_allclose(loss(jnp.asarray(z), y, 0, jnp.asarray(stale))[0], ref, rtol=1e-5)
+    extra = {"peer_logits": jnp.asarray(stale)}
+    np.testing.assert_allclose(loss(jnp.asarray(z), y, 0, extra)[0], ref, rtol=1e-5)
     np.testing.assert_allclose(mutual.anil_loss(jnp.asarray(z), y, jnp.asarray(stale), 0.3)[0],
                                ref, rtol=1e-5)
-    g = jax.grad(lambda s: loss(jnp.asarray(z), y, 0, s)[0])(jnp.asarray(stale))
+    g = jax.grad(lambda s: loss(jnp.asarray(z), y, 0, {"peer_logits": s})[0])(jnp.asarray(stale))
     np.testing.assert_array_equal(g, 0.0)
 
   # --- co-distillation with symmetric KL, joint updates ------------------------------------
@@ -276,20 +277,26 @@ class MethodsTest(parameterized.TestCase):
     runs, b, k = 2, 5, 4
     for kind in methods.METHOD_KINDS:
       with self.subTest(kind=kind):
-        method = build(kind=kind, beta=0.1)
+        method = build(kind=kind, beta=0.1, teacher="ensemble")
         self.assertEqual(method.name, kind)
         m = method.num_members
         logits = jnp.asarray(self.rng.normal(size=(runs, m, b, k)), jnp.float32)
         labels = jnp.asarray(self.rng.integers(0, k, size=(runs, b)))
+        # What the trainer passes beyond the logits (a 2-member teacher here).
+        extra = {name: jnp.asarray(self.rng.normal(size=(runs, 2, b, k)), jnp.float32)
+                 for name in ("teacher_logits", "peer_logits", "aux_teacher_logits")}
+        extra["aux_logits"] = logits
         # Exactly how step.py calls the loss: mapped over runs, step shared.
-        values, metrics = jax.vmap(method.loss, in_axes=(0, 0, None))(logits, labels,
-                                                                      jnp.asarray(3))
+        values, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
+            logits, labels, jnp.asarray(3), extra)
         self.assertEqual(values.shape, (runs,))
         self.assertTrue(np.all(np.isfinite(values)))
         for name, v in metrics.items():
           self.assertEqual(v.shape, (runs,), name)
         # Runs never see each other: run 0's loss equals the unmapped loss on its slice.
-        np.testing.assert_allclose(values[0], method.loss(logits[0], labels[0], 3)[0], rtol=1e-5)
+        extra0 = jax.tree_util.tree_map(lambda a: a[0], extra)
+        np.testing.assert_allclose(values[0], method.loss(logits[0], labels[0], 3, extra0)[0],
+                                   rtol=1e-5)
         probs = jax.nn.softmax(logits)
         expected = probs[:, 0] if method.prediction == "member0" else probs.mean(1)
         np.testing.assert_allclose(method.deployed_probs(probs), expected, rtol=1e-6)

@@ -6,6 +6,7 @@ process with XLA's backend optimisations off: that compiles the ResNet ~10x fast
 and the flag must be set before JAX starts, so it cannot go into this process.
 """
 
+import glob
 import importlib.util
 import json
 import os
@@ -34,8 +35,9 @@ def _load(path: str, name: str):
 
 
 sweep_lib = _load("launch/sweep.py", "churn_launch_sweep")
-_CONFIGS = {name: _load(f"experiments/{name}.py", f"churn_exp_{name}")
-            for name in _PAPER + ("mnist1d",)}
+# Every config in experiments/ (mnist1d and later ones too): their sweeps are checked.
+_NAMES = [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(_ROOT, "experiments/*.py"))]
+_CONFIGS = {name: _load(f"experiments/{name}.py", f"churn_exp_{name}") for name in sorted(_NAMES)}
 
 
 def _child_env(**extra):
@@ -107,7 +109,10 @@ class PaperConfigTest(absltest.TestCase):
         self.assertLessEqual(config.model.get("depth", 8), 8)
 
   def test_sweep_keys_exist_and_apply(self):
+    self.assertContainsSubset(set(_PAPER) | {"mnist1d"}, set(_CONFIGS))
     for name, module in _CONFIGS.items():
+      if not hasattr(module, "get_sweep"):
+        continue
       with self.subTest(name):
         config = module.get_config()
         sweep = module.get_sweep()

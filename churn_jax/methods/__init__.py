@@ -1,6 +1,6 @@
 """Method registry: a config entry's `kind` names the module that builds the Method."""
 
-from churn_jax.methods import anti_distill, baseline, codistill, ensemble, mutual, regularized
+from churn_jax.methods import anti_distill, baseline, codistill, distill, ensemble, mutual, regularized
 from churn_jax.methods.base import Method
 
 _BUILDERS = {
@@ -12,6 +12,7 @@ _BUILDERS = {
     "mutual": mutual.build,
     "ensemble": ensemble.build,
     "anti_distill": anti_distill.build,
+    "distill": distill.build,
 }
 METHOD_KINDS = tuple(sorted(_BUILDERS))
 

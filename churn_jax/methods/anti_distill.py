@@ -39,7 +39,8 @@ def build(name, cfg, num_steps) -> base.Method:
   beta_fn = schedules.from_config(cfg.beta, num_steps)
   pairs = list(itertools.combinations(range(num_members), 2))
 
-  def loss(logits, labels, step):
+  def loss(logits, labels, step, extra=None):
+    del extra  # Needs nothing from the trainer beyond the logits.
     beta = beta_fn(step)
     ce = sum(losses.cross_entropy(logits[i], labels) for i in range(num_members))
     out = to_outputs(logits)

@@ -7,13 +7,20 @@ loss over the run axis and sums, so the gradient of run r is the gradient of run
 """
 
 import dataclasses
-from typing import Callable, Mapping, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-# (logits (M, B, K), labels (B,), step ()) -> (scalar loss, {name: scalar}).
-LossFn = Callable[[jax.Array, jax.Array, jax.Array], Tuple[jax.Array, Mapping[str, jax.Array]]]
+# (logits (M, B, K), labels (B,), step (), extra) -> (scalar loss, {name: scalar}).
+# `extra` holds what the trainer computes for the method, per run (see Method):
+#   "peer_logits" (M, B, K): the members' stale copies (stale_refresh_steps > 0), no gradient;
+#   "teacher_logits" (Mt, B, K): the frozen stage-1 teacher on the batch (teacher set);
+#   "aux_logits" (M, B, K) and "aux_teacher_logits" (Mt, B, K): student (with gradient) and
+#   teacher on the inputs made by `input_transform`.
+LossFn = Callable[..., Tuple[jax.Array, Mapping[str, jax.Array]]]
+# (x (B, ...), teacher_logits_fn: x -> (Mt, B, K), rng, x_range) -> perturbed x (B, ...).
+InputTransform = Callable[..., jax.Array]
 
 PREDICTIONS = ("member0", "ensemble_mean")
 
@@ -29,8 +36,16 @@ class Method:
     prediction: "member0" deploys the first member (co-distillation keeps either model,
       Bhojanapalli et al. 2021, Sec. 3.2); "ensemble_mean" deploys the mean of the members'
       probabilities.
-    training_cost: training compute in multiples of one model.
+    training_cost: training compute of this stage in multiples of one model (the study adds
+      the teacher's cost for two-stage methods).
     inference_cost: inference compute in multiples of one model.
+    teacher: name of the method config whose trained members are this method's frozen
+      teacher (stage 1 of ensemble distillation and self-distillation), or None.
+    stale_refresh_steps: if > 0, the trainer keeps a copy of the members refreshed every that
+      many steps and passes its logits as extra["peer_logits"] (Anil et al. 2018).
+    input_transform: optional perturbation of the inputs that needs the teacher (ODS).
+    init_salt: folded into the init keys, so a student starts from a fresh seed rather than
+      from its teacher's initialisation.
   """
   name: str
   num_members: int
@@ -38,6 +53,10 @@ class Method:
   prediction: str = "member0"
   training_cost: float = 1.0
   inference_cost: float = 1.0
+  teacher: Optional[str] = None
+  stale_refresh_steps: int = 0
+  input_transform: Optional[InputTransform] = None
+  init_salt: int = 0
 
   def __post_init__(self):
     if self.num_members < 1:
@@ -45,6 +64,8 @@ class Method:
     if self.prediction not in PREDICTIONS:
       raise ValueError(f"method {self.name!r}: prediction must be one of {PREDICTIONS}, "
                        f"got {self.prediction!r}")
+    if self.input_transform is not None and self.teacher is None:
+      raise ValueError(f"method {self.name!r}: an input transform needs a teacher")
 
   def deployed_probs(self, member_probs):
     """Member probabilities (R, M, N, K) -> deployed probabilities (R, N, K)."""

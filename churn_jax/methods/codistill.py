@@ -29,7 +29,8 @@ def build(name, cfg, num_steps) -> base.Method:
   entropy_fn = schedules.from_config(cfg.get("entropy_beta", 0.0), num_steps)
   pairs = list(itertools.combinations(range(num_members), 2))
 
-  def loss(logits, labels, step):
+  def loss(logits, labels, step, extra=None):
+    del extra  # Needs nothing from the trainer beyond the logits.
     beta, ent_beta = beta_fn(step), entropy_fn(step)
     ce = sum(losses.cross_entropy(logits[i], labels) for i in range(num_members))
     ent = sum(losses.entropy(logits[i]) for i in range(num_members))

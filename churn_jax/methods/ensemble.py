@@ -19,7 +19,8 @@ def build(name, cfg, num_steps) -> base.Method:
   del num_steps  # No coefficients.
   num_members = int(cfg.get("num_members", 2))
 
-  def loss(logits, labels, step):
+  def loss(logits, labels, step, extra=None):
+    del extra  # Needs nothing from the trainer beyond the logits.
     del step
     ce = sum(losses.cross_entropy(logits[i], labels) for i in range(num_members))
     return ce, {"ce": ce / num_members}

@@ -86,15 +86,11 @@ def mutual_loss(logits, labels, peer_logits, beta):
 
 
 def make_loss(beta_fn, distance="ce", use_stale=False):
-  """The Method loss: fresh peers (3 arguments), or stale ones given as a 4th argument."""
-  if use_stale:
-    def stale_loss(logits, labels, step, peer_logits):
-      return peer_distill_loss(logits, labels, peer_logits, beta_fn(step), distance)
-    return stale_loss
-
-  def loss(logits, labels, step):
+  """The Method loss: fresh peers, or the stale copies the trainer passes in extra."""
+  def loss(logits, labels, step, extra=None):
     # Fresh peers: the members' own current logits, held fixed by member_terms.
-    return peer_distill_loss(logits, labels, logits, beta_fn(step), distance)
+    peers = extra["peer_logits"] if use_stale else logits
+    return peer_distill_loss(logits, labels, peers, beta_fn(step), distance)
   return loss
 
 
@@ -104,8 +100,11 @@ def _build(name, cfg, num_steps, distance) -> base.Method:
     raise ValueError(f"method {name!r}: peer distillation needs num_members >= 2, "
                      f"got {num_members}")
   beta_fn = schedules.from_config(cfg.get("beta", 1.0), num_steps)
-  return base.Method(name=name, num_members=num_members, loss=make_loss(beta_fn, distance),
-                     training_cost=float(num_members))
+  # Anil et al. 2018 read the peers from copies refreshed every few hundred steps.
+  refresh = int(cfg.get("stale_refresh_steps", 0) or 0)
+  return base.Method(name=name, num_members=num_members,
+                     loss=make_loss(beta_fn, distance, use_stale=refresh > 0),
+                     training_cost=float(num_members), stale_refresh_steps=refresh)
 
 
 def build(name, cfg, num_steps) -> base.Method:

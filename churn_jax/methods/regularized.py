@@ -35,7 +35,8 @@ def build(name, cfg, num_steps) -> base.Method:
     regulariser = functools.partial(top_k_fn, k=int(top_k))
   beta_fn = schedules.from_config(cfg.beta, num_steps)
 
-  def loss(logits, labels, step):
+  def loss(logits, labels, step, extra=None):
+    del extra  # Needs nothing from the trainer beyond the logits.
     beta = beta_fn(step)
     ce = losses.cross_entropy(logits[0], labels)
     reg = regulariser(logits[0])
