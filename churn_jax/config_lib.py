@@ -9,6 +9,10 @@ from typing import Any
 import ml_collections
 
 DEFAULT_METHODS = "baseline,entropy,skl,codistill,codistill_entropy"
+# The `:all` study: every method of the seed papers, on the same runs.
+ALL_METHODS = (DEFAULT_METHODS + ",codistill_ce,codistill_ce_stale,mutual,codistill3,ensemble2,"
+               "ensemble4,ens_distill,self_distill,anti_distill,ods_distill,ods_conf_distill,"
+               "noise_distill")
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -56,3 +60,33 @@ def method_configs(entropy_beta: float, skl_beta: float, codistill_beta: float,
                                 beta=rampup(codistill_beta, rampup_fraction),
                                 entropy_beta=rampup(entropy_beta, rampup_fraction)),
   })
+
+
+def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: float,
+                       rampup_fraction: float = 0.25, burnin_fraction: float = 0.25,
+                       stale_refresh_steps: int = 100, anti_beta: float = 0.5,
+                       kd_alpha: float = 0.5, kd_temperature: float = 2.0,
+                       perturb_step: float = 0.5, noise_std: float = 0.1):
+  """The core entries plus every baseline and alternative of the seed papers."""
+  configs = method_configs(entropy_beta, skl_beta, codistill_beta, rampup_fraction)
+  burnin = dict(kind="step_burnin", value=codistill_beta, burnin_fraction=burnin_fraction,
+                burnin_steps=None)
+  kd = dict(kind="distill", teacher="ensemble2", alpha=kd_alpha, temperature=kd_temperature)
+  configs.update({
+      # Anil et al. 2018: CE to the peers, step burn-in, fresh or stale (refreshed) peers.
+      "codistill_ce": dict(kind="codistill_ce", num_members=2, beta=burnin),
+      "codistill_ce_stale": dict(kind="codistill_ce", num_members=2, beta=burnin,
+                                 stale_refresh_steps=stale_refresh_steps),
+      "mutual": dict(kind="mutual", num_members=2, beta=codistill_beta),
+      "codistill3": dict(kind="codistill", num_members=3,
+                         beta=rampup(codistill_beta, rampup_fraction)),
+      "ensemble2": dict(kind="ensemble", num_members=2),
+      "ensemble4": dict(kind="ensemble", num_members=4),
+      "ens_distill": kd,
+      "self_distill": dict(kind="distill", teacher="baseline", alpha=kd_alpha, temperature=1.0),
+      "anti_distill": dict(kind="anti_distill", num_members=2, beta=anti_beta),
+      "ods_distill": dict(kd, perturbation="ods", step_size=perturb_step),
+      "ods_conf_distill": dict(kd, perturbation="ods_confidence", step_size=perturb_step),
+      "noise_distill": dict(kd, perturbation="gaussian", noise_std=noise_std),
+  })
+  return configs

@@ -10,7 +10,7 @@ from churn_jax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, quick=False, runs=5, model="mlp")
+  arg = config_lib.parse_arg(arg, quick=False, all=False, runs=5, model="mlp")
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_runs = arg.runs
@@ -30,8 +30,8 @@ def get_config(arg=None):
   config.lr = ml_collections.ConfigDict(dict(
       base=0.05, warmup_steps=50, decay_steps=(1000, 1300), decay_factor=0.1))
 
-  config.methods = config_lib.DEFAULT_METHODS
-  config.method_configs = config_lib.method_configs(
+  config.methods = config_lib.ALL_METHODS if arg.all else config_lib.DEFAULT_METHODS
+  config.method_configs = config_lib.all_method_configs(
       entropy_beta=0.1, skl_beta=0.005, codistill_beta=1.0, rampup_fraction=0.25)
 
   config.schurn_alpha = 1.0

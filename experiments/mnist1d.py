@@ -1,7 +1,7 @@
 """MNIST-1D churn study (offline; the default study of churn_jax).
 
   python launch/main.py --config=experiments/mnist1d.py --workdir=/tmp/mnist1d
-Arguments (after a colon): `quick` (a smoke run in well under a minute), `small` (the
+Arguments (after a colon): `quick` (a smoke run), `all` (every method of the seed papers), `small` (the
 standard 4,000-sample MNIST-1D, where co-distillation measured no churn gain), `runs=N`.
 """
 
@@ -11,7 +11,7 @@ from churn_jax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, quick=False, small=False, runs=5)
+  arg = config_lib.parse_arg(arg, quick=False, small=False, all=False, runs=5)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_runs = arg.runs
@@ -28,8 +28,8 @@ def get_config(arg=None):
   config.lr = ml_collections.ConfigDict(dict(
       base=0.05, warmup_steps=0, decay_steps=(3000, 4500), decay_factor=0.1))
 
-  config.methods = config_lib.DEFAULT_METHODS
-  config.method_configs = config_lib.method_configs(
+  config.methods = config_lib.ALL_METHODS if arg.all else config_lib.DEFAULT_METHODS
+  config.method_configs = config_lib.all_method_configs(
       entropy_beta=0.1, skl_beta=0.005, codistill_beta=1.0, rampup_fraction=0.25)
 
   config.schurn_alpha = 1.0
