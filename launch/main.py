@@ -4,6 +4,7 @@
       --config.methods=baseline,codistill --config.num_runs=5
 """
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -25,7 +26,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # Orbax logs every file transfer at INFO; keep its warnings, drop the chatter.
   logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+      lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
   try:
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FloatingPointError, FileNotFoundError) as e:
