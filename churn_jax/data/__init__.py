@@ -32,43 +32,43 @@ _MISSING = object()
 
 
 def _field(config, key: str, default):
-    """config.get(key, default), also for plain attribute containers."""
-    if hasattr(config, "get"):
-        return config.get(key, default)
-    return getattr(config, key, default)
+  """config.get(key, default), also for plain attribute containers."""
+  if hasattr(config, "get"):
+    return config.get(key, default)
+  return getattr(config, key, default)
 
 
 def get_dataset(data_config) -> Dataset:
-    """Loads the dataset a data config describes.
+  """Loads the dataset a data config describes.
 
-    Fields (all optional except `name` when no npz_path is given):
-      name: 'mnist1d', 'digits', 'npz', or one of TFDS_NAMES (tfds_source.from_config
-        reads its other fields).
-      npz_path: when non-empty, the .npz file to load, whatever `name` says.
-      cache_dir: MNIST-1D cache directory; '' means the default.
-      num_samples, train_split: MNIST-1D generation (defaults 20000, 0.8).
-      seed: MNIST-1D generation seed / digits split seed (loader defaults
-        42 / 0 when absent).
-    """
-    npz_path = _field(data_config, "npz_path", "") or ""
-    name = _field(data_config, "name", "") or ""
-    if npz_path:
-        return load_npz(npz_path)
-    seed = _field(data_config, "seed", _MISSING)
-    seed_kwargs = {} if seed is _MISSING or seed is None else {"seed": seed}
-    if name == "mnist1d":
-        return load_mnist1d(
-            num_samples=_field(data_config, "num_samples", 20000),
-            train_split=_field(data_config, "train_split", 0.8),
-            cache_dir=_field(data_config, "cache_dir", "") or None,
-            **seed_kwargs)
-    if name == "digits":
-        return load_digits(**seed_kwargs)
-    if name in TFDS_NAMES:
-        # Lazy import: tensorflow_datasets is slow to import and only these need it.
-        from churn_jax.data import tfds_source
-        return tfds_source.from_config(data_config)
-    if name == "npz":
-        raise ValueError("dataset 'npz' needs a non-empty npz_path")
-    raise ValueError(
-        f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+  Fields (all optional except `name` when no npz_path is given):
+    name: 'mnist1d', 'digits', 'npz', or one of TFDS_NAMES (tfds_source.from_config
+      reads its other fields).
+    npz_path: when non-empty, the .npz file to load, whatever `name` says.
+    cache_dir: MNIST-1D cache directory; '' means the default.
+    num_samples, train_split: MNIST-1D generation (defaults 20000, 0.8).
+    seed: MNIST-1D generation seed / digits split seed (loader defaults
+      42 / 0 when absent).
+  """
+  npz_path = _field(data_config, "npz_path", "") or ""
+  name = _field(data_config, "name", "") or ""
+  if npz_path:
+    return load_npz(npz_path)
+  seed = _field(data_config, "seed", _MISSING)
+  seed_kwargs = {} if seed is _MISSING or seed is None else {"seed": seed}
+  if name == "mnist1d":
+    return load_mnist1d(
+        num_samples=_field(data_config, "num_samples", 20000),
+        train_split=_field(data_config, "train_split", 0.8),
+        cache_dir=_field(data_config, "cache_dir", "") or None,
+        **seed_kwargs)
+  if name == "digits":
+    return load_digits(**seed_kwargs)
+  if name in TFDS_NAMES:
+    # Lazy import: tensorflow_datasets is slow to import and only these need it.
+    from churn_jax.data import tfds_source
+    return tfds_source.from_config(data_config)
+  if name == "npz":
+    raise ValueError("dataset 'npz' needs a non-empty npz_path")
+  raise ValueError(
+      f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES + TFDS_NAMES)}")
