@@ -59,7 +59,8 @@ class ResultsStore:
   def checkpoint_dir(self, name: str) -> str:
     return os.path.join(self.workdir, "checkpoints", f"{name}-{self._fingerprints[name]}")
 
-  def add(self, name: str, entry: Dict[str, Any], train_seconds: float) -> None:
+  def add(self, name: str, entry: Dict[str, Any], train_seconds: float,
+          input_seconds: float = 0.0) -> None:
     self.results["methods"][name] = dict(entry, fingerprint=self._fingerprints[name])
     if jax.process_index() != 0:  # On a multi-host slice one host writes the files.
       return
@@ -73,5 +74,6 @@ class ResultsStore:
           timings = json.load(f)
       except ValueError:
         timings = {}
-    timings[name] = {"train_seconds": train_seconds}
+    timings[name] = {"train_seconds": train_seconds, "input_wait_seconds": input_seconds,
+                     "input_wait_fraction": input_seconds / max(train_seconds, 1e-9)}
     report.atomic_write(timings_path, json.dumps(timings, indent=1) + "\n")

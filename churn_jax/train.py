@@ -28,6 +28,7 @@ class MethodRun:
   labels: np.ndarray         # (N,) test labels in the same order
   state: step_lib.TrainState
   train_seconds: float
+  input_seconds: float       # of train_seconds, spent waiting for input batches
   final_losses: np.ndarray   # (R,)
 
 
@@ -120,9 +121,13 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
   losses = np.full(len(run_ids), np.nan)
+  input_seconds = 0.0  # Time the loop waited for its next batch: the input pipeline's cost.
+  batch_iter = data_lib.prefetch(batches)
   try:
-    for step, batch in enumerate(data_lib.prefetch(batches), start=start_step + 1):
-      batch = distributed.global_batch(batch, batch_sharding, config.batch_size)
+    for step in range(start_step + 1, num_steps + 1):
+      wait_start = time.perf_counter()
+      batch = distributed.global_batch(next(batch_iter), batch_sharding, config.batch_size)
+      input_seconds += time.perf_counter() - wait_start
       state, step_metrics = train_step(state, batch, teacher_vars)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
@@ -133,6 +138,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       if save:
         checkpointer.save(step, state)
   finally:
+    batch_iter.close()
     bar.close()
     if checkpointer is not None:
       checkpointer.wait()
@@ -140,7 +146,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   train_seconds = time.perf_counter() - start
   probs, labels = predict(model, state, dataset, strategy, config.get("eval_batch_size", 1000))
   return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
-                   train_seconds=train_seconds, final_losses=losses)
+                   train_seconds=train_seconds, input_seconds=input_seconds,
+                   final_losses=losses)
 
 
 def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int]):
@@ -236,7 +243,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     entry.update(num_members=method.num_members, prediction=method.prediction,
                  training_cost=method.training_cost + teacher_cost,
                  inference_cost=method.inference_cost)
-    store.add(name, entry, train_seconds=out.train_seconds)
+    store.add(name, entry, train_seconds=out.train_seconds, input_seconds=out.input_seconds)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
   return store.results
