@@ -90,3 +90,13 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "noise_distill": dict(kd, perturbation="gaussian", noise_std=noise_std),
   })
   return configs
+
+
+def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=False):
+  """Sweep entries (override dicts) over the core methods' coefficients, one method each."""
+  sweep = [{"methods": "baseline"}] if with_baseline else []
+  sweep += [{"methods": "entropy", "method_configs.entropy.beta": b} for b in entropy_betas]
+  sweep += [{"methods": "skl", "method_configs.skl.beta": b} for b in skl_betas]
+  sweep += [{"methods": "codistill", "method_configs.codistill.beta.value": b}
+            for b in codistill_betas]
+  return sweep

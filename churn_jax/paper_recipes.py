@@ -152,10 +152,6 @@ def paper_sweep() -> list[dict[str, Any]]:
   The exact grids were lost from the paper's text: beta in {0.1, ..., 0.5} for the entropy
   and symmetric-KL regularisers, {0.5, 1, 2, 3, 4, 5} for co-distillation.
   """
-  sweep = [{"methods": "baseline"}]
-  for beta in (0.1, 0.2, 0.3, 0.4, 0.5):
-    sweep.append({"methods": "entropy", "method_configs.entropy.beta": beta})
-    sweep.append({"methods": "skl", "method_configs.skl.beta": beta})
-  for beta in (0.5, 1.0, 2.0, 3.0, 4.0, 5.0):
-    sweep.append({"methods": "codistill", "method_configs.codistill.beta.value": beta})
-  return sweep
+  betas = (0.1, 0.2, 0.3, 0.4, 0.5)
+  return config_lib.coefficient_sweep(betas, betas, (0.5, 1.0, 2.0, 3.0, 4.0, 5.0),
+                                      with_baseline=True)

@@ -54,11 +54,6 @@ def get_config(arg=None):
 
 def get_sweep():
   """Coefficient ranges of Bhojanapalli et al. 2021, App. A, as config overrides."""
-  sweep = []
-  for beta in (0.1, 0.2, 0.3, 0.4, 0.5):
-    sweep.append({"methods": "entropy", "method_configs.entropy.beta": beta})
-  for beta in (0.001, 0.005, 0.01):
-    sweep.append({"methods": "skl", "method_configs.skl.beta": beta})
-  for beta in (0.5, 1.0, 2.0, 3.0):
-    sweep.append({"methods": "codistill", "method_configs.codistill.beta.value": beta})
-  return sweep
+  return config_lib.coefficient_sweep(entropy_betas=(0.1, 0.2, 0.3, 0.4, 0.5),
+                                      skl_betas=(0.001, 0.005, 0.01),
+                                      codistill_betas=(0.5, 1.0, 2.0, 3.0))
