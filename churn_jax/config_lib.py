@@ -37,6 +37,18 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return out
 
 
+VARY_SOURCES = ("init", "data")
+
+
+def vary_set(config) -> set:
+  """The sources of randomness that differ between runs (`config.vary`, default both)."""
+  vary = {v.strip() for v in str(config.get("vary", "init,data")).split(",") if v.strip()}
+  unknown = vary - set(VARY_SOURCES)
+  if unknown:
+    raise ValueError(f"vary: unknown source(s) {sorted(unknown)}; known: init, data")
+  return vary
+
+
 def rampup(value: float, fraction: float) -> ml_collections.ConfigDict:
   """A coefficient linearly ramped up over the first `fraction` of training."""
   return ml_collections.ConfigDict(dict(kind="linear_rampup", value=value, rampup_fraction=fraction,

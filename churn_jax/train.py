@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from churn_jax import data as data_lib, distributed
+from churn_jax import config_lib, data as data_lib, distributed
 from churn_jax import checkpoint, evaluate, methods, models, report, results_store, sharding, stack
 from churn_jax import step as step_lib, validate
 
@@ -30,14 +30,6 @@ class MethodRun:
   train_seconds: float
   input_seconds: float       # of train_seconds, spent waiting for input batches
   final_losses: np.ndarray   # (R,)
-
-
-def vary_set(config) -> set:
-  vary = {v.strip() for v in str(config.get("vary", "init,data")).split(",") if v.strip()}
-  unknown = vary - {"init", "data"}
-  if unknown:
-    raise ValueError(f"config.vary: unknown source(s) {sorted(unknown)}; known: init, data")
-  return vary
 
 
 def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: bool,
@@ -73,7 +65,7 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
   tx = tx or step_lib.make_optimizer(config.optimizer, config.lr)
   if mesh is None:
     mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size)
-  vary = vary_set(config)
+  vary = config_lib.vary_set(config)
 
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
   run_rngs = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), r)
@@ -97,7 +89,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   if method.teacher is not None and teacher is None:
     raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
   run_ids, model, strategy, tx, mesh, state = _setup(config, dataset, method, run_ids, tx, mesh)
-  vary = vary_set(config)
+  vary = config_lib.vary_set(config)
   num_steps = int(config.num_train_steps)
   start_step = 0
   if checkpointer is not None:

@@ -8,7 +8,7 @@ import math
 
 import jax
 
-from churn_jax import data, methods, models, sharding, stack
+from churn_jax import config_lib, data, methods, models, sharding, stack
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -80,9 +80,10 @@ def validate_config(config) -> None:
     _fail(f"checkpoint_every_steps must be >= 0, got {config.checkpoint_every_steps}")
   if config.strategy not in stack.STRATEGIES:
     _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
-  vary = {v.strip() for v in str(config.get("vary", "")).split(",") if v.strip()}
-  if vary - {"init", "data"}:
-    _fail(f"vary: unknown source(s) {sorted(vary - {'init', 'data'})}; known: init, data")
+  try:
+    config_lib.vary_set(config)
+  except ValueError as e:
+    _fail(str(e))
   name = config.data.get("name", "")
   known = data.DATASET_NAMES + getattr(data, "TFDS_NAMES", ())
   if not config.data.get("npz_path") and name not in known:

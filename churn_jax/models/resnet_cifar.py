@@ -11,13 +11,12 @@ paper's option B) rather than zero padding (option A); it adds only ~3K
 parameters and keeps every block a plain Flax module.
 """
 
-import functools
-
 import flax.linen as nn
 import jax.numpy as jnp
 
+from churn_jax.models import layers
+
 # He-normal ("kaiming") init for convs, as in He et al. 2015/2016.
-_conv_init = nn.initializers.he_normal()
 
 _FILTERS = (16, 32, 64)
 _STRIDES = (1, 2, 2)
@@ -32,11 +31,6 @@ def blocks_per_stage(depth: int) -> int:
   return (depth - 2) // 6
 
 
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, name=name)
-
-
 class BasicBlock(nn.Module):
   """conv3x3-BN-relu-conv3x3-BN, plus shortcut, then relu."""
 
@@ -45,18 +39,18 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init)
+    conv = layers.conv
     residual = x
     y = conv(self.features, (3, 3), strides=(self.stride, self.stride),
              padding=((1, 1), (1, 1)), name='conv1')(x)
-    y = nn.relu(_batch_norm(train, 'bn1')(y))
+    y = nn.relu(layers.batch_norm(train, 'bn1')(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name='conv2')(y)
-    y = _batch_norm(train, 'bn2')(y)
+    y = layers.batch_norm(train, 'bn2')(y)
     if self.stride != 1 or x.shape[-1] != self.features:
       # Projection shortcut: only where resolution or width changes.
       residual = conv(self.features, (1, 1),
                       strides=(self.stride, self.stride), name='proj_conv')(x)
-      residual = _batch_norm(train, 'proj_bn')(residual)
+      residual = layers.batch_norm(train, 'proj_bn')(residual)
     return nn.relu(y + residual)
 
 
@@ -82,8 +76,8 @@ class ResNetCIFAR(nn.Module):
       raise ValueError(f'ResNetCIFAR expects NHWC input, got shape {x.shape}')
     n = blocks_per_stage(self.depth)
     x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_conv_init, name='stem_conv')(x)
-    x = nn.relu(_batch_norm(train, 'stem_bn')(x))
+                kernel_init=layers.conv_init, name='stem_conv')(x)
+    x = nn.relu(layers.batch_norm(train, 'stem_bn')(x))
     for s, (features, stride) in enumerate(zip(_FILTERS, _STRIDES)):
       for b in range(n):
         x = BasicBlock(features, stride if b == 0 else 1,

@@ -12,21 +12,15 @@ BN/relu after it, because every block begins with BN+relu ("pre-activation"),
 and a projection shortcut, where needed, reads the pre-activated input.
 """
 
-import functools
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-_conv_init = nn.initializers.he_normal()
+from churn_jax.models import layers
+
 
 # Blocks per stage for the standard bottleneck depths.
 STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _BASE_FILTERS = (64, 128, 256, 512)
-
-
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, name=name)
 
 
 class PreActBottleneck(nn.Module):
@@ -37,9 +31,9 @@ class PreActBottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init)
+    conv = layers.conv
     out_features = 4 * self.features
-    preact = nn.relu(_batch_norm(train, 'preact_bn')(x))
+    preact = nn.relu(layers.batch_norm(train, 'preact_bn')(x))
     if self.stride != 1 or x.shape[-1] != out_features:
       shortcut = conv(out_features, (1, 1),
                       strides=(self.stride, self.stride),
@@ -47,10 +41,10 @@ class PreActBottleneck(nn.Module):
     else:
       shortcut = x  # Identity path stays un-normalised (the v2 point).
     y = conv(self.features, (1, 1), name='conv1')(preact)
-    y = nn.relu(_batch_norm(train, 'bn1')(y))
+    y = nn.relu(layers.batch_norm(train, 'bn1')(y))
     y = conv(self.features, (3, 3), strides=(self.stride, self.stride),
              padding=((1, 1), (1, 1)), name='conv2')(y)
-    y = nn.relu(_batch_norm(train, 'bn2')(y))
+    y = nn.relu(layers.batch_norm(train, 'bn2')(y))
     y = conv(out_features, (1, 1), name='conv3')(y)
     return y + shortcut
 
@@ -78,7 +72,7 @@ class ResNetV2(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'ResNetV2 expects NHWC input, got shape {x.shape}')
     x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
-                use_bias=False, kernel_init=_conv_init, name='stem_conv')(x)
+                use_bias=False, kernel_init=layers.conv_init, name='stem_conv')(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for s, (n, features) in enumerate(zip(STAGE_SIZES[self.depth],
                                           _BASE_FILTERS)):
@@ -87,7 +81,7 @@ class ResNetV2(nn.Module):
         x = PreActBottleneck(features, stride,
                              name=f'stage{s + 1}_block{b}')(x, train)
     # Blocks end in an un-normalised sum, so normalise once before pooling.
-    x = nn.relu(_batch_norm(train, 'final_bn')(x))
+    x = nn.relu(layers.batch_norm(train, 'final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, name='logits')(x)
     return jnp.asarray(x, jnp.float32)
