@@ -20,10 +20,19 @@ def _largest_divisor(n: int, limit: int) -> int:
   return max(d for d in range(1, limit + 1) if n % d == 0 and limit % d == 0)
 
 
-def mesh_shape(num_devices: int, num_runs: int, num_members: int, batch_size: int):
-  """Splits `num_devices` over (run, member, data), preferring run, then member, then data."""
-  run = _largest_divisor(num_runs, num_devices)
-  member = _largest_divisor(num_members, num_devices // run)
+def mesh_shape(num_devices: int, num_runs: int, num_members: int, batch_size: int,
+               strategy: str = "vmap"):
+  """Splits `num_devices` over (run, member, data), preferring run, then member, then data.
+
+  The "loop" strategy indexes runs and members one at a time; GSPMD cannot place those
+  slices on different devices and would replicate the work, so with it only the batch is
+  split (the 'data' axis).
+  """
+  if strategy == "loop":
+    run = member = 1
+  else:
+    run = _largest_divisor(num_runs, num_devices)
+    member = _largest_divisor(num_members, num_devices // run)
   data = num_devices // (run * member)
   if batch_size % data:
     raise ValueError(f"batch_size {batch_size} is not divisible by the data axis ({data} devices "
@@ -32,9 +41,9 @@ def mesh_shape(num_devices: int, num_runs: int, num_members: int, batch_size: in
 
 
 def make_mesh(num_runs: int, num_members: int, batch_size: int,
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+              devices: Optional[Sequence[jax.Device]] = None, strategy: str = "vmap") -> Mesh:
   devices = list(devices if devices is not None else jax.devices())
-  shape = mesh_shape(len(devices), num_runs, num_members, batch_size)
+  shape = mesh_shape(len(devices), num_runs, num_members, batch_size, strategy)
   return Mesh(np.asarray(devices).reshape(shape), AXES)
 
 

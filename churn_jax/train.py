@@ -16,7 +16,8 @@ import numpy as np
 import tqdm
 
 from churn_jax import config_lib, data as data_lib, distributed
-from churn_jax import checkpoint, evaluate, methods, models, report, results_store, sharding, stack
+from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
+                       results_store, sharding, stack)
 from churn_jax import step as step_lib, validate
 
 
@@ -64,7 +65,7 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
                                     models.uses_convolutions(model_name))
   tx = tx or step_lib.make_optimizer(config.optimizer, config.lr)
   if mesh is None:
-    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size)
+    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size, strategy=strategy)
   vary = config_lib.vary_set(config)
 
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
@@ -199,6 +200,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   first and reported in its own row. Timings go to timings.json so that results.json is
   bitwise reproducible.
   """
+  # First: the CPU device count is fixed when JAX initialises, which validation triggers.
+  host_devices.configure(host_devices.requested_count(config))
   validate.validate_config(config)
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)

@@ -93,10 +93,14 @@ def validate_config(config) -> None:
     models.get_model(model_cfg.pop("name", None), 2, **model_cfg)
   except ValueError as e:
     _fail(str(e))
+  if int(config.get("cpu_devices", 0)) < 0:
+    _fail(f"cpu_devices must be >= 0 (0 = one per core for 2-D conv nets), "
+          f"got {config.cpu_devices}")
+  strategy = stack.resolve_strategy(config.strategy, models.uses_convolutions(config.model.name))
   for num_members in sorted(_check_methods(config, int(config.num_train_steps))):
     try:  # Each method gets its own mesh: check the batch against every one.
       sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
-                          int(config.batch_size))
+                          int(config.batch_size), strategy)
     except ValueError as e:
       _fail(str(e))
 

@@ -11,6 +11,7 @@ from churn_jax.models.registry import get_model
 from churn_jax.models.registry import has_batch_norm
 from churn_jax.models.registry import MODEL_NAMES
 from churn_jax.models.registry import uses_convolutions
+from churn_jax.models.registry import uses_spatial_convolutions
 from churn_jax.models.resnet_cifar import ResNetCIFAR
 from churn_jax.models.resnet_v2 import ResNetV2
 
@@ -24,4 +25,5 @@ __all__ = [
     'get_model',
     'has_batch_norm',
     'uses_convolutions',
+    'uses_spatial_convolutions',
 ]

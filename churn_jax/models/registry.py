@@ -17,17 +17,20 @@ class _Spec(NamedTuple):
   fixed: dict[str, Any]  # Attributes the name pins (e.g. depth=20).
   convolutional: bool
   batch_norm: bool
+  # 2-D convolutions: on CPU these use the cores well only when the batch is split over
+  # one host device per core (churn_jax/host_devices.py).
+  spatial: bool
 
 
 _SPECS: dict[str, _Spec] = {
-    'mlp': _Spec(MLP, {}, False, False),
-    'conv1d': _Spec(Conv1DNet, {}, True, False),
-    'lenet5': _Spec(LeNet5, {}, True, False),
-    'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True),
-    'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True),
-    'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True),
-    'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True),
-    'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True),
+    'mlp': _Spec(MLP, {}, False, False, False),
+    'conv1d': _Spec(Conv1DNet, {}, True, False, False),
+    'lenet5': _Spec(LeNet5, {}, True, False, True),
+    'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True, True),
+    'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True, True),
+    'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True, True),
+    'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True, True),
+    'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True, True),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -81,3 +84,8 @@ def uses_convolutions(name: str) -> bool:
 def has_batch_norm(name: str) -> bool:
   """True if the model keeps a 'batch_stats' collection."""
   return _spec(name).batch_norm
+
+
+def uses_spatial_convolutions(name: str) -> bool:
+  """True if the model has 2-D convolutions (one CPU device per core pays off)."""
+  return _spec(name).spatial

@@ -1,0 +1,73 @@
+"""How many XLA:CPU devices a process exposes: one per core for 2-D conv nets.
+
+XLA:CPU spreads one convolution over the cores poorly: a ResNet-20 step at batch 128 is only
+1.2x faster on 2 cores than on 1 (docs/PERFORMANCE.md). Several host devices, each running
+its slice of the batch on its own core, use the cores fully: the trainer's mesh puts them on
+the 'data' axis, and the same step, split over 2 devices, ran 1.5x (ResNet-20) to 1.8x
+(LeNet5) faster. For the MLP and the MNIST-1D conv net the cross-device reductions cost more
+than the step (1 ms against 1-5 ms), so they keep one device. `config.cpu_devices` overrides
+the choice (0 = this automatic rule).
+
+The count must be fixed before JAX initialises its backends (the first jax.devices() or array
+op of the process), so entry points call `configure` first. Only the CPU platform is
+affected: on a TPU or GPU host the accelerators are the devices either way.
+"""
+
+import os
+
+from absl import logging
+import jax
+
+from churn_jax import models
+
+_FORCE_FLAG = "xla_force_host_platform_device_count"
+
+
+def num_cores() -> int:
+  """Cores this process may run on (the affinity mask, not the machine's total)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not on Linux.
+    return os.cpu_count() or 1
+
+
+def auto_count(model_name: str, batch_size: int, cores: int = 0) -> int:
+  """The measured default: one device per core for 2-D conv nets, else 1.
+
+  The count divides `batch_size`, so the 'data' axis splits every batch evenly.
+  """
+  cores = cores or num_cores()
+  if not models.uses_spatial_convolutions(model_name):
+    return 1
+  return max(d for d in range(1, cores + 1) if batch_size % d == 0)
+
+
+def requested_count(config) -> int:
+  """`config.cpu_devices`, or the automatic rule when it is 0 or absent."""
+  count = int(config.get("cpu_devices", 0))
+  if count < 0:
+    raise ValueError(f"cpu_devices must be >= 0 (0 = automatic), got {count}")
+  if count:
+    return count
+  return auto_count(config.model.name, int(config.batch_size))
+
+
+def configure(count: int) -> int:
+  """Asks for `count` CPU devices; returns the number the process will have.
+
+  A count fixed earlier (XLA_FLAGS with --xla_force_host_platform_device_count, as the
+  sharding tests use, or backends already initialised by earlier work in this process) is
+  kept and logged: changing it would need a new process.
+  """
+  if _FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
+    logging.info("CPU device count fixed by XLA_FLAGS; cpu_devices=%d ignored", count)
+    return len(jax.devices("cpu"))
+  try:
+    jax.config.update("jax_num_cpu_devices", int(count))
+  except RuntimeError:
+    have = len(jax.devices("cpu"))
+    if have != count:
+      logging.warning("JAX backends were initialised before cpu_devices=%d could apply; "
+                      "training on %d CPU device(s)", count, have)
+    return have
+  return int(count)
