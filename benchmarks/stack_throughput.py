@@ -15,16 +15,12 @@ batch over a ('data',) mesh of N of them, as the trainer does (churn_jax/host_de
 """
 
 import json
-import statistics
-import time
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
-from churn_jax import host_devices, methods, models, sharding, stack, step as step_lib
+from churn_jax import host_devices, models, stack
+import common  # benchmarks/common.py
 
 _MODELS = flags.DEFINE_list("models", ["mlp", "conv1d", "lenet5", "resnet20"], "Models.")
 _STACKS = flags.DEFINE_list("stacks", ["1x1", "2x1", "1x2", "4x2"], "R x M stacks.")
@@ -36,41 +32,9 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "CPU devices of the proces
                                     "core). Ignored on GPU/TPU.")
 _DEVICES = flags.DEFINE_list("devices", ["1", "all"], "Device counts to time each stack on.")
 
-# Input shapes as used by the configs: MNIST-1D vectors, CIFAR-sized images.
-_INPUT = {"mlp": (40,), "conv1d": (40,), "lenet5": (32, 32, 3), "resnet20": (32, 32, 3)}
-
-
 def _time_case(model_name, runs, members, strategy, batch_size, steps, num_devices=1):
-  model = models.get_model(model_name, 10)
-  kind = "baseline" if members == 1 else "ensemble"
-  method = methods.build(kind, ml_collections.ConfigDict(dict(kind=kind, num_members=members)),
-                         1000)
-  lr = ml_collections.ConfigDict(dict(base=0.01, warmup_steps=0, decay_steps=()))
-  tx = step_lib.make_optimizer(ml_collections.ConfigDict(dict(name="sgd", momentum=0.9)), lr)
-  keys = jax.random.split(jax.random.PRNGKey(0), runs * members).reshape(runs, members, -1)
-  run_rngs = jax.random.split(jax.random.PRNGKey(1), runs)
-  shape = _INPUT[model_name]
-  mesh = sharding.make_mesh(runs, members, batch_size, jax.devices()[:num_devices], strategy)
-  state = step_lib.init_state(model, tx, keys, run_rngs, jnp.zeros((1,) + shape), mesh)
-  train_step = step_lib.make_train_step(model, method, tx, strategy)
-  rng = np.random.default_rng(0)
-  batch = jax.device_put(
-      (np.asarray(rng.normal(size=(runs, batch_size) + shape), np.float32),
-       np.asarray(rng.integers(0, 10, size=(runs, batch_size)), np.int32)),
-      sharding.batch_sharding(mesh))
-  start = time.perf_counter()
-  state, _ = train_step(state, batch, {})
-  jax.block_until_ready(state)
-  compile_s = time.perf_counter() - start
-  state, _ = train_step(state, batch, {})  # One more warm-up step.
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, _ = train_step(state, batch, {})
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), compile_s
+  return common.time_steps(*common.build_case(model_name, runs, members, strategy, batch_size,
+                                              num_devices), steps)
 
 
 def main(argv):
