@@ -14,12 +14,15 @@ inside one host; `rows_for_sharding` derives the rows from any sharding and says
 layout cannot be fed by row slices.
 """
 
+import functools
 import os
-from typing import Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 from absl import logging
 import jax
 import numpy as np
+
+from churn_jax.data import ordering
 
 # Cloud TPU VMs export these on every host of a slice; more than one worker = multi-host.
 _TPU_HOSTS_ENV = "TPU_WORKER_HOSTNAMES"
@@ -94,15 +97,82 @@ def rows_for_sharding(sharding: jax.sharding.Sharding,
   return start, stop
 
 
-def global_batch(local_batch, sharding: jax.sharding.Sharding, global_batch_size: int):
+def global_batch(local_batch, sharding: jax.sharding.Sharding, global_batch_size: int,
+                 batch_axis: int = 1):
   """Assembles host-local (R, b, ...) numpy batches into global (R, B, ...) jax Arrays.
 
   On one host this is jax.device_put; on several each host passes only its rows.
+  `batch_axis` is where b is (2 for a stack of steps (K, R, b, ...)).
   """
   if jax.process_count() == 1:
     return jax.device_put(local_batch, sharding)
 
   def one(x):
-    shape = (x.shape[0], global_batch_size) + tuple(x.shape[2:])
+    shape = x.shape[:batch_axis] + (global_batch_size,) + x.shape[batch_axis + 1:]
     return jax.make_array_from_process_local_data(sharding, x, shape)
   return jax.tree_util.tree_map(one, local_batch)
+
+
+def prefetch_to_device(local_batches: Iterable, sharding: jax.sharding.NamedSharding,
+                       global_batch_size: int, size: int = 2, group_steps: int = 16,
+                       group_bytes: int = 4 << 20) -> Iterator:
+  """Yields `global_batch` of each host batch, made ready on device ahead by a thread.
+
+  A background thread (`ordering.prefetch`) collects consecutive host batches into groups
+  of `group_steps` steps (fewer when a batch is large: at most `group_bytes` a group),
+  stacks each group, transfers it with one `global_batch` call, splits it into per-step
+  arrays laid out as `sharding` with one jitted slicing program, and waits until they are on
+  device; the training loop only pops them. One transfer per group instead of one per step
+  and array is what keeps a millisecond step fed (benchmarks/input_pipeline.py). The first
+  batch and a shorter last group go one step at a time. Up to `size` groups wait in the
+  queue. An error of `local_batches` is raised where its batch would have been yielded;
+  closing the returned generator stops the thread.
+  """
+  local_batches = iter(local_batches)
+  stacked_sharding = jax.sharding.NamedSharding(
+      sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec))
+
+  def one_by_one(group):
+    return [jax.block_until_ready(global_batch(b, sharding, global_batch_size)) for b in group]
+
+  def groups():  # Runs in the prefetch thread.
+    steps = 1
+    while True:
+      group = []
+      try:
+        for _ in range(steps):
+          group.append(next(local_batches))
+      except StopIteration:
+        pass
+      except BaseException:  # pylint: disable=broad-except
+        yield one_by_one(group)  # The batches before the failing one come first.
+        raise
+      if not group:
+        return
+      if len(group) == steps > 1:
+        stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *group)
+        on_device = global_batch(stacked, stacked_sharding, global_batch_size, batch_axis=2)
+        yield jax.block_until_ready(_unstack(steps, sharding)(on_device))
+      else:
+        yield one_by_one(group)
+      nbytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(group[0]))
+      steps = max(1, min(group_steps, group_bytes // max(nbytes, 1)))
+
+  return _flatten(ordering.prefetch(groups(), size))
+
+
+@functools.lru_cache(maxsize=16)
+def _unstack(num_steps: int, sharding: jax.sharding.NamedSharding):
+  """Jitted: a tree of (num_steps, ...) leaves -> num_steps trees laid out as `sharding`."""
+  def unstack(tree):
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], tree) for i in range(num_steps)]
+  return jax.jit(unstack, out_shardings=sharding)
+
+
+def _flatten(groups: Iterator) -> Iterator:
+  """The items of each yielded list in turn; closing it closes `groups`."""
+  try:
+    for group in groups:
+      yield from group
+  finally:
+    groups.close()

@@ -114,12 +114,13 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
   losses = np.full(len(run_ids), np.nan)
-  input_seconds = 0.0  # Time the loop waited for its next batch: the input pipeline's cost.
-  batch_iter = data_lib.prefetch(batches)
+  input_seconds = 0.0  # Time the loop waited for its next batch (benchmarks/input_pipeline.py).
+  # A thread gathers, transfers and shards the next batches while the step runs.
+  batch_iter = distributed.prefetch_to_device(batches, batch_sharding, config.batch_size)
   try:
     for step in range(start_step + 1, num_steps + 1):
       wait_start = time.perf_counter()
-      batch = distributed.global_batch(next(batch_iter), batch_sharding, config.batch_size)
+      batch = next(batch_iter)
       input_seconds += time.perf_counter() - wait_start
       state, step_metrics = train_step(state, batch, teacher_vars)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
