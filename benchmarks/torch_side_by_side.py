@@ -7,11 +7,12 @@
 
 JAX side: the real jitted train step of churn_jax.step for one model (method "baseline",
 stack 1x1, strategy "loop", SGD with Nesterov momentum 0.9, lr 0.01), built by common.py as
-in stack_throughput.py, on one device and, for 2-D conv nets, also with the batch split over
-one CPU device per core as the trainer runs it (churn_jax/host_devices.py), timed after compilation and one warm-up step, synchronised with
-block_until_ready. PyTorch side: the same architecture re-implemented layer for layer in
-torch.nn (equal parameter counts are checked), one eager step of forward, cross-entropy,
-backward and torch.optim.SGD(nesterov=True) in train mode, timed after two warm-up steps.
+in stack_throughput.py, on one device and, for models the trainer splits over one CPU
+device per core (churn_jax/host_devices.py), also that way; timed after compilation and one
+warm-up step, synchronised with block_until_ready. PyTorch side: the same architecture
+re-implemented layer for layer in torch.nn (equal parameter counts are checked), one eager
+step of forward, cross-entropy, backward and torch.optim.SGD(nesterov=True) in train mode,
+timed after two warm-up steps.
 The 2-D conv nets are also timed with channels_last tensors on the torch side. Both report
 the median of --steps steps on the same random batch. --threads sets torch's intra-op
 threads; XLA:CPU keeps its own thread pool (one thread per core), so compare like with like
@@ -140,7 +141,7 @@ def main(argv):
   rows = []
   for name in _MODELS.value:
     jax_s, jax_params = _jax_case(name, _BATCH.value, _STEPS.value, 1)
-    # What the trainer runs on CPU (churn_jax/host_devices.py): 2-D conv nets split the
+    # What the trainer runs on CPU (churn_jax/host_devices.py): some models split the
     # batch over one device per core.
     devices = host_devices.auto_count(name, _BATCH.value, len(jax.devices()))
     jax_auto_s = jax_s if devices == 1 else _jax_case(name, _BATCH.value, _STEPS.value,

@@ -1,12 +1,13 @@
-"""How many XLA:CPU devices a process exposes: one per core for 2-D conv nets.
+"""How many XLA:CPU devices a process exposes: one per core where that measured faster.
 
-XLA:CPU spreads one convolution over the cores poorly: a ResNet-20 step at batch 128 is only
-1.2x faster on 2 cores than on 1 (docs/PERFORMANCE.md). Several host devices, each running
-its slice of the batch on its own core, use the cores fully: the trainer's mesh puts them on
-the 'data' axis, and the same step, split over 2 devices, ran 1.5x (ResNet-20) to 1.8x
-(LeNet5) faster. For the MLP and the MNIST-1D conv net the cross-device reductions cost more
-than the step (1 ms against 1-5 ms), so they keep one device. `config.cpu_devices` overrides
-the choice (0 = this automatic rule).
+One XLA:CPU device runs each op on all cores, but small convolutions use them poorly: the
+LeNet5 step at batch 128 took 58 ms on one device and 33 ms with its batch split over two
+host devices, one per core (docs/PERFORMANCE.md). For the MLP and the MNIST-1D conv net the
+cross-device reductions cost more than the step (about 1 ms against 1-2 ms), and ResNet-20,
+whose weight gradients run chunked (models/layers.py), was as fast on one device (536 against
+499 ms, and half the compile time), so they keep one device. The registry records the
+measured choice per model (`splits_batch_on_cpu`); `config.cpu_devices` overrides it (0 = the
+measured rule). The trainer's mesh puts the devices on the 'data' axis.
 
 The count must be fixed before JAX initialises its backends (the first jax.devices() or array
 op of the process), so entry points call `configure` first. Only the CPU platform is
@@ -32,12 +33,12 @@ def num_cores() -> int:
 
 
 def auto_count(model_name: str, batch_size: int, cores: int = 0) -> int:
-  """The measured default: one device per core for 2-D conv nets, else 1.
+  """The measured default: one device per core for models that split the batch, else 1.
 
   The count divides `batch_size`, so the 'data' axis splits every batch evenly.
   """
   cores = cores or num_cores()
-  if not models.uses_spatial_convolutions(model_name):
+  if not models.splits_batch_on_cpu(model_name):
     return 1
   return max(d for d in range(1, cores + 1) if batch_size % d == 0)
 

@@ -65,7 +65,7 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
   config.schurn_alpha = 1.0
   config.eval_batch_size = eval_batch_size  # Small for ImageNet: every member predicts it all.
   config.strategy = "auto"
-  config.cpu_devices = 0  # CPU only; 0 = one per core for 2-D conv nets (host_devices.py).
+  config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.log_every_steps = 100
   config.progress = True
   # Also saved at the end; resume: churn_jax/checkpoint.py.

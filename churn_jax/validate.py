@@ -94,7 +94,7 @@ def validate_config(config) -> None:
   except ValueError as e:
     _fail(str(e))
   if int(config.get("cpu_devices", 0)) < 0:
-    _fail(f"cpu_devices must be >= 0 (0 = one per core for 2-D conv nets), "
+    _fail(f"cpu_devices must be >= 0 (0 = measured per model), "
           f"got {config.cpu_devices}")
   strategy = stack.resolve_strategy(config.strategy, models.uses_convolutions(config.model.name))
   for num_members in sorted(_check_methods(config, int(config.num_train_steps))):

@@ -35,7 +35,7 @@ def get_config(arg=None):
   config.schurn_alpha = 1.0
   config.eval_batch_size = 4000
   config.strategy = "auto"  # vmap | loop | auto (measured per backend: docs/PERFORMANCE.md)
-  config.cpu_devices = 0  # CPU only; 0 = one per core for 2-D conv nets (host_devices.py).
+  config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.log_every_steps = 200
   config.progress = True
   config.checkpoint_every_steps = 1000  # Also saved at the end; resume: churn_jax/checkpoint.py.

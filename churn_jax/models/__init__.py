@@ -10,8 +10,8 @@ from churn_jax.models.mlp import MLP
 from churn_jax.models.registry import get_model
 from churn_jax.models.registry import has_batch_norm
 from churn_jax.models.registry import MODEL_NAMES
+from churn_jax.models.registry import splits_batch_on_cpu
 from churn_jax.models.registry import uses_convolutions
-from churn_jax.models.registry import uses_spatial_convolutions
 from churn_jax.models.resnet_cifar import ResNetCIFAR
 from churn_jax.models.resnet_v2 import ResNetV2
 
@@ -24,6 +24,6 @@ __all__ = [
     'ResNetV2',
     'get_model',
     'has_batch_norm',
+    'splits_batch_on_cpu',
     'uses_convolutions',
-    'uses_spatial_convolutions',
 ]

@@ -17,20 +17,20 @@ class _Spec(NamedTuple):
   fixed: dict[str, Any]  # Attributes the name pins (e.g. depth=20).
   convolutional: bool
   batch_norm: bool
-  # 2-D convolutions: on CPU these use the cores well only when the batch is split over
-  # one host device per core (churn_jax/host_devices.py).
-  spatial: bool
+  # Measured on CPU: the step runs faster with its batch split over one host device per
+  # core than on one device using all cores (churn_jax/host_devices.py).
+  split_batch_on_cpu: bool
 
 
 _SPECS: dict[str, _Spec] = {
     'mlp': _Spec(MLP, {}, False, False, False),
     'conv1d': _Spec(Conv1DNet, {}, True, False, False),
     'lenet5': _Spec(LeNet5, {}, True, False, True),
-    'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True, True),
-    'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True, True),
-    'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True, True),
-    'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True, True),
-    'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True, True),
+    'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True, False),
+    'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True, False),
+    'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True, False),
+    'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True, False),
+    'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True, False),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -86,6 +86,6 @@ def has_batch_norm(name: str) -> bool:
   return _spec(name).batch_norm
 
 
-def uses_spatial_convolutions(name: str) -> bool:
-  """True if the model has 2-D convolutions (one CPU device per core pays off)."""
-  return _spec(name).spatial
+def splits_batch_on_cpu(name: str) -> bool:
+  """True if, on CPU, the model trains faster on one host device per core."""
+  return _spec(name).split_batch_on_cpu

@@ -76,7 +76,8 @@ class ResNetCIFAR(nn.Module):
       raise ValueError(f'ResNetCIFAR expects NHWC input, got shape {x.shape}')
     n = blocks_per_stage(self.depth)
     x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=layers.conv_init, name='stem_conv')(x)
+                kernel_init=layers.conv_init, name='stem_conv',
+                conv_general_dilated=layers.chunked_weight_grad_conv)(x)
     x = nn.relu(layers.batch_norm(train, 'stem_bn')(x))
     for s, (features, stride) in enumerate(zip(_FILTERS, _STRIDES)):
       for b in range(n):
