@@ -6,7 +6,6 @@ fake CPU devices.
 """
 
 import os
-import subprocess
 import sys
 import threading
 
@@ -91,9 +90,8 @@ class PrefetchToDeviceTest(absltest.TestCase):
 class SubprocessTest(absltest.TestCase):
 
   def test_sharded_over_4_devices(self):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
-    proc = subprocess.run([sys.executable, __file__, "child"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    from tests import testing
+    proc = testing.run_child(__file__)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("OK", proc.stderr)
 

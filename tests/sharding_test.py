@@ -68,9 +68,8 @@ class HostDevicesTest(absltest.TestCase):
     self.assertEqual(proc.stdout.split(), ["3", "3", "3"])
 
   def test_sharded_equals_unsharded_on_8_devices(self):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
-    proc = subprocess.run([sys.executable, __file__, "child"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    from tests import testing
+    proc = testing.run_child(__file__)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("OK", proc.stderr)
 

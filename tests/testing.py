@@ -1,5 +1,9 @@
 """Tiny configs and synthetic datasets shared by the tests (kept small: 2 CPU cores)."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import numpy as np
 
@@ -45,3 +49,14 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   config.checkpoint_every_steps = 0
   config.checkpoints_to_keep = 2
   return config
+
+
+def run_child(test_file: str) -> subprocess.CompletedProcess:
+  """Runs `python test_file child` (a test file's multi-device half) from the repo root.
+
+  Fake CPU devices must be requested before jax is imported, and pytest has imported it, so
+  those checks run in a fresh process.
+  """
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return subprocess.run([sys.executable, test_file, "child"], env=env, capture_output=True,
+                        text=True, timeout=600)

@@ -57,7 +57,7 @@ def chunked_weight_grad_conv(lhs, rhs, *args, **kwargs):
   return f(lhs, rhs)
 
 
-conv_init = nn.initializers.he_normal()
+conv_init = nn.initializers.he_normal()  # "Kaiming" init, He et al. 2015/2016.
 # Convolutions are followed by BatchNorm, whose shift makes a bias redundant.
 conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
                          conv_general_dilated=chunked_weight_grad_conv)

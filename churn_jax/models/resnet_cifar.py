@@ -16,8 +16,6 @@ import jax.numpy as jnp
 
 from churn_jax.models import layers
 
-# He-normal ("kaiming") init for convs, as in He et al. 2015/2016.
-
 _FILTERS = (16, 32, 64)
 _STRIDES = (1, 2, 2)
 
@@ -75,9 +73,7 @@ class ResNetCIFAR(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'ResNetCIFAR expects NHWC input, got shape {x.shape}')
     n = blocks_per_stage(self.depth)
-    x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=layers.conv_init, name='stem_conv',
-                conv_general_dilated=layers.chunked_weight_grad_conv)(x)
+    x = layers.conv(16, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
     x = nn.relu(layers.batch_norm(train, 'stem_bn')(x))
     for s, (features, stride) in enumerate(zip(_FILTERS, _STRIDES)):
       for b in range(n):

@@ -71,9 +71,8 @@ class ResNetV2(nn.Module):
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 4:
       raise ValueError(f'ResNetV2 expects NHWC input, got shape {x.shape}')
-    x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
-                use_bias=False, kernel_init=layers.conv_init, name='stem_conv',
-                conv_general_dilated=layers.chunked_weight_grad_conv)(x)
+    x = layers.conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+                    name='stem_conv')(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for s, (n, features) in enumerate(zip(STAGE_SIZES[self.depth],
                                           _BASE_FILTERS)):
