@@ -101,6 +101,8 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "ods_conf_distill": dict(kd, perturbation="ods_confidence", step_size=perturb_step),
       "noise_distill": dict(kd, perturbation="gaussian", noise_std=noise_std),
   })
+  # Nam et al. 2021: a BatchEnsemble student, member i distilled from teacher member i.
+  configs.be_distill = dict(kd, kind="be_distill", teacher="ensemble4", ensemble_size=4)
   return configs
 
 

@@ -37,6 +37,10 @@ Network Predictions" (arXiv:2102.03349):
 * Expected calibration error (ECE) uses equal-width confidence bins, as in
   Guo et al. 2017, "On Calibration of Modern Neural Networks".
 
+* The Brier score is the multi-class form of Brier 1950 as Nam et al. 2021
+  ("Diversity Matters When Learning From Ensembles") report it: the mean over
+  examples of ``sum_k (p[n, k] - 1[k = y_n])^2`` (in [0, 2]), not divided by K.
+
 ``pairwise`` and ``per_run`` summarise a metric over R replicate runs, the
 setting in which churn is measured (independently trained copies of a model).
 """
@@ -433,6 +437,31 @@ def expected_calibration_error(
   _check_labels(labels, probs)
   _check_num_bins(num_bins)
   return _ece_impl(jnp.asarray(probs), jnp.asarray(labels), int(num_bins))
+
+
+@jax.jit
+def _brier_impl(probs: jax.Array, labels: jax.Array) -> jax.Array:
+  one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+  return jnp.mean(jnp.sum((probs - one_hot) ** 2, axis=-1))
+
+
+def brier_score(probs: Any, labels: Any) -> jax.Array:
+  """Multi-class Brier score: mean over examples of ``sum_k (p_k - onehot_k)^2``.
+
+  The sum over the K classes is not divided by K (Brier 1950; the form Nam et al. 2021 report
+  and their code computes), so a one-hot correct prediction scores 0, a one-hot wrong one 2,
+  and the uniform prediction ``1 - 1/K``. Lower is better; probabilities in, not logits.
+
+  Args:
+    probs: (N, K) class probabilities.
+    labels: (N,) integer labels in [0, K).
+
+  Returns:
+    Scalar in [0, 2].
+  """
+  _check_probs(probs)
+  _check_labels(labels, probs)
+  return _brier_impl(jnp.asarray(probs), jnp.asarray(labels))
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Both strategies compute the same function; tests/stack_test.py checks it.
 
 from typing import Any, Optional, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -58,6 +59,7 @@ def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
     logits (R, M, B, K) and the new "batch_stats" collection stacked like `variables`
     (empty dict for models without BatchNorm, or when not training).
   """
+  chex.assert_equal_shape_prefix(jax.tree_util.tree_leaves(variables) + [x] * x_per_run, 1)
   mutable = ["batch_stats"] if (train and "batch_stats" in variables) else False
 
   def apply_one(v, xb):

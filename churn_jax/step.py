@@ -107,26 +107,29 @@ def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range
 
 
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
-                    strategy: str, x_range=None) -> Callable[..., Tuple[TrainState, dict]]:
+                    strategy: str, x_range=None,
+                    teacher_model=None) -> Callable[..., Tuple[TrainState, dict]]:
   """One jitted, donated update of every run and member: (state, batch, teacher) -> state.
 
   The loss of the stack is the sum over runs of each run's method loss; runs share no
   parameters, so each run receives exactly its own gradient. `teacher` holds the frozen
   stage-1 variables (R, Mt, ...) of a two-stage method, else {}. What the method needs beyond
   its logits (stale peers, teacher outputs, perturbed inputs) is computed here, outside the
-  differentiated function, and passed to the loss as `extra`.
+  differentiated function, and passed to the loss as `extra`. `teacher_model` applies the
+  teacher when it differs from the student's model (a BatchEnsemble student); default `model`.
   """
+  teacher_model = model if teacher_model is None else teacher_model
   def train_step(state: TrainState, batch, teacher):
     x, y = batch  # (R, B, ...), (R, B)
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
     extra, x_aux = {}, None
     if method.teacher is not None:
-      extra["teacher_logits"] = _frozen_logits(model, teacher, x, strategy)
+      extra["teacher_logits"] = _frozen_logits(teacher_model, teacher, x, strategy)
     if method.stale_refresh_steps:
       extra["peer_logits"] = _frozen_logits(model, state.stale, x, strategy)
     if method.input_transform is not None:
-      x_aux = _transform_inputs(method, model, teacher, x, rngs, strategy, x_range)
-      extra["aux_teacher_logits"] = _frozen_logits(model, teacher, x_aux, strategy)
+      x_aux = _transform_inputs(method, teacher_model, teacher, x, rngs, strategy, x_range)
+      extra["aux_teacher_logits"] = _frozen_logits(teacher_model, teacher, x_aux, strategy)
 
     def loss_fn(params):
       variables = dict(variables_of(state), params=params)

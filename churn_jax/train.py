@@ -60,6 +60,8 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
   num_members = method.num_members
   model_cfg = dict(config.model)
   model_name = model_cfg.pop("name")
+  if method.student_model is not None:  # The method trains its own architecture (BE student).
+    model_name, model_cfg = method.student_model(model_name, model_cfg)
   model = models.get_model(model_name, dataset.num_classes, **model_cfg)
   strategy = stack.resolve_strategy(config.get("strategy", "auto"),
                                     models.uses_convolutions(model_name))
@@ -100,7 +102,9 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       logging.info("method %s: resumed from step %d", method.name, start_step)
   x_range = (float(dataset.x_train.min()), float(dataset.x_train.max())) \
       if hasattr(dataset, "x_train") else None  # ODS clips perturbed inputs to the data range.
-  train_step = step_lib.make_train_step(model, method, tx, strategy, x_range)
+  teacher_model = models.get_model(config.model.name, dataset.num_classes, **{
+      k: v for k, v in config.model.items() if k != "name"})  # The study's model.
+  train_step = step_lib.make_train_step(model, method, tx, strategy, x_range, teacher_model)
   teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
   batches = dataset.train_batches(config.batch_size,
                                   data_seeds(config.seed, run_ids, "data" in vary),

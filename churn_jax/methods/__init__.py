@@ -1,6 +1,7 @@
 """Method registry: a config entry's `kind` names the module that builds the Method."""
 
 from churn_jax.methods import anti_distill, baseline, codistill, distill, ensemble, mutual, regularized
+from churn_jax.methods import be_distill
 from churn_jax.methods.base import Method
 
 _BUILDERS = {
@@ -13,6 +14,7 @@ _BUILDERS = {
     "ensemble": ensemble.build,
     "anti_distill": anti_distill.build,
     "distill": distill.build,
+    "be_distill": be_distill.build,
 }
 METHOD_KINDS = tuple(sorted(_BUILDERS))
 

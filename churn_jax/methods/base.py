@@ -7,8 +7,10 @@ loss over the run axis and sums, so the gradient of run r is the gradient of run
 """
 
 import dataclasses
+import functools
 from typing import Callable, Mapping, Optional, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -21,6 +23,8 @@ import jax.numpy as jnp
 LossFn = Callable[..., Tuple[jax.Array, Mapping[str, jax.Array]]]
 # (x (B, ...), teacher_logits_fn: x -> (Mt, B, K), rng, x_range) -> perturbed x (B, ...).
 InputTransform = Callable[..., jax.Array]
+# (study model name, model kwargs) -> (name, kwargs) of the architecture a method trains.
+ModelSpec = Callable[[str, dict], Tuple[str, dict]]
 
 PREDICTIONS = ("member0", "ensemble_mean")
 
@@ -46,6 +50,14 @@ class Method:
     input_transform: optional perturbation of the inputs that needs the teacher (ODS).
     init_salt: folded into the init keys, so a student starts from a fresh seed rather than
       from its teacher's initialisation.
+    student_model: if set, maps the study's model (name, kwargs) to the one this method trains
+      (the BatchEnsemble student); its teacher keeps the study's model.
+    model_ensemble_size: E > 1 when one model holds E members (BatchEnsemble): its logits are
+      (B, E, K), the loss sees (M, B, E, K), and the deployed prediction first averages the
+      E members' probabilities.
+
+  `loss` is wrapped at construction with chex shape checks of its boundary (logits, labels,
+  step, the teacher's logits, a scalar result): they run when the step is traced, not per step.
   """
   name: str
   num_members: int
@@ -57,6 +69,8 @@ class Method:
   stale_refresh_steps: int = 0
   input_transform: Optional[InputTransform] = None
   init_salt: int = 0
+  student_model: Optional[ModelSpec] = None
+  model_ensemble_size: int = 1
 
   def __post_init__(self):
     if self.num_members < 1:
@@ -66,9 +80,47 @@ class Method:
                        f"got {self.prediction!r}")
     if self.input_transform is not None and self.teacher is None:
       raise ValueError(f"method {self.name!r}: an input transform needs a teacher")
+    if self.model_ensemble_size < 1:
+      raise ValueError(f"method {self.name!r}: model_ensemble_size must be >= 1, "
+                       f"got {self.model_ensemble_size}")
+    if not getattr(self.loss, "_shape_checked", False):
+      object.__setattr__(self, "loss", _checked_loss(self.loss, self.num_members,
+                                                     self.model_ensemble_size))
 
   def deployed_probs(self, member_probs):
-    """Member probabilities (R, M, N, K) -> deployed probabilities (R, N, K)."""
+    """Member probabilities (R, M, N, K) -> deployed probabilities (R, N, K).
+
+    With model_ensemble_size E > 1 the input is (R, M, N, E, K) and each model's prediction is
+    the mean of its E members' probabilities (BatchEnsemble's deployed prediction).
+    """
+    if self.model_ensemble_size > 1:
+      chex.assert_rank(member_probs, 5)
+      member_probs = jnp.mean(member_probs, axis=3)
+    chex.assert_rank(member_probs, 4)
     if self.prediction == "member0":
       return member_probs[:, 0]
     return jnp.mean(member_probs, axis=1)
+
+
+def _checked_loss(loss: LossFn, num_members: int, model_ensemble_size: int) -> LossFn:
+  """`loss` with chex checks of the contract above: logits (M, B[, E], K), labels (B,), a
+  scalar step, teacher logits (Mt, B, K) on the same batch, a scalar loss and scalar metrics.
+
+  Shapes are static, so under jit the checks cost only tracing time.
+  """
+  @functools.wraps(loss)
+  def checked(logits, labels, step, extra=None):
+    chex.assert_rank(labels, 1)
+    heads = (model_ensemble_size,) if model_ensemble_size > 1 else ()
+    chex.assert_shape(logits, (num_members, labels.shape[0]) + heads + (None,))
+    chex.assert_rank(step, 0)
+    for key in ("teacher_logits", "aux_teacher_logits"):
+      if extra and key in extra:
+        chex.assert_shape(extra[key], (None, labels.shape[0], logits.shape[-1]))
+    value, metrics = loss(logits, labels, step, extra)
+    chex.assert_rank(value, 0)
+    chex.assert_rank(list(metrics.values()), 0)
+    return value, metrics
+
+  checked._shape_checked = True
+  return checked

@@ -1,15 +1,17 @@
 """Name -> model constructor lookup used by the trainer and configs."""
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 
+from churn_jax.models.batchensemble import BEMLP, BEWideResNet
 from churn_jax.models.conv1d import Conv1DNet
 from churn_jax.models.lenet import LeNet5
 from churn_jax.models.mlp import MLP
 from churn_jax.models.resnet_cifar import ResNetCIFAR
 from churn_jax.models.resnet_v2 import ResNetV2
+from churn_jax.models.wrn import WideResNet
 
 
 class _Spec(NamedTuple):
@@ -20,10 +22,12 @@ class _Spec(NamedTuple):
   # Measured on CPU: the step runs faster with its batch split over one host device per
   # core than on one device using all cores (churn_jax/host_devices.py).
   split_batch_on_cpu: bool
+  # The registered BatchEnsemble variant of this model (same kwargs plus ensemble_size).
+  batch_ensemble: Optional[str] = None
 
 
 _SPECS: dict[str, _Spec] = {
-    'mlp': _Spec(MLP, {}, False, False, False),
+    'mlp': _Spec(MLP, {}, False, False, False, 'be_mlp'),
     'conv1d': _Spec(Conv1DNet, {}, True, False, False),
     'lenet5': _Spec(LeNet5, {}, True, False, True),
     'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True, False),
@@ -31,6 +35,12 @@ _SPECS: dict[str, _Spec] = {
     'resnet56': _Spec(ResNetCIFAR, {'depth': 56}, True, True, False),
     'resnet_cifar': _Spec(ResNetCIFAR, {}, True, True, False),
     'resnet_v2_50': _Spec(ResNetV2, {'depth': 50}, True, True, False),
+    'wrn': _Spec(WideResNet, {}, True, True, False, 'be_wrn'),
+    'wrn28_10': _Spec(WideResNet, {'depth': 28, 'width': 10}, True, True, False, 'be_wrn28_10'),
+    # BatchEnsemble models: logits (B, ensemble_size, K) (models/batchensemble.py).
+    'be_mlp': _Spec(BEMLP, {}, False, False, False),
+    'be_wrn': _Spec(BEWideResNet, {}, True, True, False),
+    'be_wrn28_10': _Spec(BEWideResNet, {'depth': 28, 'width': 10}, True, True, False),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -84,6 +94,19 @@ def uses_convolutions(name: str) -> bool:
 def has_batch_norm(name: str) -> bool:
   """True if the model keeps a 'batch_stats' collection."""
   return _spec(name).batch_norm
+
+
+def batch_ensemble_variant(name: str) -> str:
+  """The registered BatchEnsemble version of model ``name`` (e.g. 'wrn28_10' -> 'be_wrn28_10').
+
+  Raises:
+    ValueError: ``name`` has no BatchEnsemble variant (one line, naming those that do).
+  """
+  variant = _spec(name).batch_ensemble
+  if variant is None:
+    have = ', '.join(n for n, s in _SPECS.items() if s.batch_ensemble)
+    raise ValueError(f'model {name!r} has no BatchEnsemble variant; models with one: {have}')
+  return variant
 
 
 def splits_batch_on_cpu(name: str) -> bool:
