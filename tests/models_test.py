@@ -90,6 +90,7 @@ class ForwardTest(parameterized.TestCase):
       ('lenet5_digits', 'lenet5', DIGITS, {}),
       ('resnet20_cifar', 'resnet20', CIFAR, {}),
       ('resnet_cifar8_digits', 'resnet_cifar', DIGITS, {'depth': 8}),
+      ('wrn10_1_digits', 'wrn', DIGITS, {'depth': 10, 'width': 1}),
   )
   def test_logits_shape_and_dtype(self, name, shape, kwargs):
     model = models.get_model(name, 10, **kwargs)
@@ -153,6 +154,27 @@ class ParameterCountTest(parameterized.TestCase):
     count = _num_params(_abstract_init(model, shape))
     self.assertAlmostEqual(count / expected, 1.0, delta=rtol,
                            msg=f'{name}: {count} params')
+
+  def test_wrn28_10_count(self):
+    # Zagoruyko & Komodakis 2016: WRN-28-10 has 36.5M parameters. Counted by hand here:
+    # stem 3x3x3x16; per block BN(c_in) + 3x3 c_in->c + BN(c) + 3x3 c->c (+ a 1x1 c_in->c
+    # projection in each stage's first block); final BN(640); Dense 640->10.
+    expected, c_in = 3 * 3 * 3 * 16, 16
+    for c in (160, 320, 640):
+      for b in range(4):
+        expected += 2 * c_in + 9 * c_in * c + 2 * c + 9 * c * c + (c_in * c if b == 0 else 0)
+        c_in = c
+    expected += 2 * 640 + 640 * 10 + 10
+    model = models.get_model('wrn28_10', 10)
+    self.assertEqual((model.depth, model.width), (28, 10))
+    count = _num_params(_abstract_init(model, (1, 32, 32, 3)))
+    self.assertEqual(count, expected)
+    self.assertAlmostEqual(count / 36.5e6, 1.0, delta=0.002)
+    # BE-4 adds rank-1 fast weights (4 x (c_in + c_out) per layer) and member biases: under
+    # 1% more parameters than the single network (Wen et al. 2020's memory argument).
+    be = _num_params(_abstract_init(models.get_model('be_wrn28_10', 10), (1, 32, 32, 3)))
+    self.assertGreater(be, count)
+    self.assertLess(be / count, 1.01)
 
   def test_conv1d_matches_mnist1d_convbase(self):
     # PyTorch ConvBase: 150 + 1900 + 1900 conv weights+biases, 125*10+10 fc.
@@ -251,6 +273,29 @@ class ResNetStructureTest(parameterized.TestCase):
     self.assertAlmostEqual(float(np.std(kernel)) / expected_std, 1.0,
                            delta=0.1)
 
+  def test_wrn_layers_and_stage_shapes(self):
+    model = models.get_model('wrn', 10, depth=16, width=2)
+    variables = _abstract_init(model, (1, 32, 32, 3))
+    params = variables['params']
+    # depth 6n + 4 counts the 6n + 1 3x3 convs, the Dense and two of the three 1x1
+    # projections (one per stage here, as the width changes in every stage).
+    self.assertLen(_conv_kernels(params, (3, 3)), 13)
+    self.assertLen(_conv_kernels(params, (1, 1)), 3)
+    self.assertEqual(params['logits']['kernel'].shape, (128, 10))
+    _, state = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((1, 32, 32, 3)), capture_intermediates=True),
+        variables)
+    inter = state['intermediates']
+    self.assertEqual(inter['stage1_block1']['__call__'][0].shape, (1, 32, 32, 32))
+    self.assertEqual(inter['stage2_block0']['__call__'][0].shape, (1, 16, 16, 64))
+    self.assertEqual(inter['stage3_block1']['__call__'][0].shape, (1, 8, 8, 128))
+
+  @parameterized.parameters(4, 12, 'twenty')
+  def test_wrn_bad_depth(self, depth):
+    with self.assertRaisesRegex(ValueError, r'^WideResNet depth must be 6n\+4') as cm:
+      models.get_model('wrn', 10, depth=depth)
+    self.assertNotIn('\n', str(cm.exception))
+
   @parameterized.parameters(0, 2, 21, 'twenty')
   def test_cifar_resnet_bad_depth(self, depth):
     with self.assertRaisesRegex(ValueError, r'^ResNetCIFAR depth must be 6n\+2'
@@ -302,7 +347,8 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(
         set(models.MODEL_NAMES),
         {'mlp', 'conv1d', 'lenet5', 'resnet20', 'resnet32', 'resnet56',
-         'resnet_cifar', 'resnet_v2_50'})
+         'resnet_cifar', 'resnet_v2_50', 'wrn', 'wrn28_10', 'be_mlp', 'be_wrn',
+         'be_wrn28_10'})
     self.assertIsInstance(models.MODEL_NAMES, tuple)
 
   @parameterized.parameters(
@@ -315,7 +361,8 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(model.num_classes, 7)
 
   @parameterized.parameters(('resnet20', 20), ('resnet32', 32),
-                            ('resnet56', 56), ('resnet_v2_50', 50))
+                            ('resnet56', 56), ('resnet_v2_50', 50),
+                            ('wrn28_10', 28), ('be_wrn28_10', 28))
   def test_depth_fixed_by_name(self, name, depth):
     self.assertEqual(models.get_model(name, 10).depth, depth)
 
@@ -355,9 +402,10 @@ class RegistryTest(parameterized.TestCase):
 
   def test_predicates(self):
     for name in models.MODEL_NAMES:
-      self.assertEqual(models.uses_convolutions(name), name != 'mlp', name)
-      self.assertEqual(models.has_batch_norm(name), name.startswith('resnet'),
-                       name)
+      self.assertEqual(models.uses_convolutions(name),
+                       name not in ('mlp', 'be_mlp'), name)
+      self.assertEqual(models.has_batch_norm(name),
+                       name.startswith(('resnet', 'wrn', 'be_wrn')), name)
 
 
 class MLPTrainingTest(absltest.TestCase):
