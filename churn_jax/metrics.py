@@ -8,6 +8,8 @@ non-negative rows summing to 1, and ``labels`` are integer arrays of shape
 wrapped in ``jax.jit`` and returns ``jnp`` scalars (or dicts of them). Input
 validation raises ``ValueError`` and runs only when the inputs are concrete; it
 is skipped for JAX tracers (i.e. inside ``jit``), where values are unknown.
+Shapes are contracts as well: chex asserts them where the jitted kernels start
+(inputs) and where the public functions return (scalar results), at trace time.
 
 Definitions follow Bhojanapalli et al. 2021, "On the Reproducibility of Neural
 Network Predictions" (arXiv:2102.03349):
@@ -51,6 +53,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,6 +156,28 @@ def _check_positive(value: Any, name: str) -> None:
     raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def _assert_probs(*probs: jax.Array) -> None:
+  """chex: (N, K) probabilities, all of one shape (a kernel's input contract)."""
+  chex.assert_rank(list(probs), 2)
+  chex.assert_equal_shape(list(probs))
+
+
+def _assert_labelled(probs: jax.Array, labels: jax.Array) -> None:
+  """chex: (N, K) probabilities and (N,) labels."""
+  chex.assert_rank(probs, 2)
+  chex.assert_shape(labels, probs.shape[:1])
+
+
+def _scalar_results(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """chex: a public metric returns a scalar, or a dict of scalars."""
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    out = fn(*args, **kwargs)
+    chex.assert_rank(jax.tree_util.tree_leaves(out), 0)
+    return out
+  return wrapped
+
+
 def _check_num_bins(num_bins: Any) -> None:
   # Bin count sets array shapes, so it must be a Python int even under jit.
   if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)):
@@ -177,9 +202,11 @@ def _disagree(probs_a: jax.Array, probs_b: jax.Array) -> jax.Array:
 
 @jax.jit
 def _churn_impl(probs_a: jax.Array, probs_b: jax.Array) -> jax.Array:
+  _assert_probs(probs_a, probs_b)
   return jnp.mean(_disagree(probs_a, probs_b))
 
 
+@_scalar_results
 def churn(probs_a: Any, probs_b: Any) -> jax.Array:
   """Fraction of examples whose top-1 predicted class differs.
 
@@ -203,12 +230,14 @@ def _max_normalised_power(probs: jax.Array, alpha: Any) -> jax.Array:
 def _surrogate_churn_impl(
     probs_a: jax.Array, probs_b: jax.Array, alpha: jax.Array
 ) -> jax.Array:
+  _assert_probs(probs_a, probs_b)
   diff = _max_normalised_power(probs_a, alpha) - _max_normalised_power(
       probs_b, alpha
   )
   return 0.5 * jnp.mean(jnp.sum(jnp.abs(diff), axis=-1))
 
 
+@_scalar_results
 def surrogate_churn(probs_a: Any, probs_b: Any, alpha: float = 1.0) -> jax.Array:
   """Surrogate churn SChurn_alpha of Bhojanapalli et al. 2021.
 
@@ -254,6 +283,8 @@ def _average_nonempty(
 def _churn_on_slices_impl(
     probs_a: jax.Array, probs_b: jax.Array, labels: jax.Array
 ) -> dict[str, jax.Array]:
+  _assert_probs(probs_a, probs_b)
+  _assert_labelled(probs_a, labels)
   disagree = _disagree(probs_a, probs_b)
   right_a = jnp.argmax(probs_a, axis=-1) == labels
   right_b = jnp.argmax(probs_b, axis=-1) == labels
@@ -268,6 +299,7 @@ def _churn_on_slices_impl(
   return out
 
 
+@_scalar_results
 def churn_on_slices(
     probs_a: Any, probs_b: Any, labels: Any
 ) -> dict[str, jax.Array]:
@@ -301,6 +333,7 @@ def churn_on_slices(
 def _prediction_difference_impl(
     probs_a: jax.Array, probs_b: jax.Array
 ) -> dict[str, jax.Array]:
+  _assert_probs(probs_a, probs_b)
   diff = jnp.abs(probs_a - probs_b)
   both_tiny = (probs_a < _RELATIVE_EPS) & (probs_b < _RELATIVE_EPS)
   # Replace the denominator before dividing so no NaN/inf is ever produced
@@ -314,6 +347,7 @@ def _prediction_difference_impl(
   }
 
 
+@_scalar_results
 def prediction_difference(probs_a: Any, probs_b: Any) -> dict[str, jax.Array]:
   """Distances between the full probability vectors of two models.
 
@@ -339,9 +373,11 @@ def prediction_difference(probs_a: Any, probs_b: Any) -> dict[str, jax.Array]:
 
 @jax.jit
 def _accuracy_impl(probs: jax.Array, labels: jax.Array) -> jax.Array:
+  _assert_labelled(probs, labels)
   return jnp.mean(jnp.argmax(probs, axis=-1) == labels)
 
 
+@_scalar_results
 def accuracy(probs: Any, labels: Any) -> jax.Array:
   """Top-1 accuracy of (N, K) class probabilities against (N,) labels."""
   _check_probs(probs)
@@ -351,12 +387,14 @@ def accuracy(probs: Any, labels: Any) -> jax.Array:
 
 @jax.jit
 def _nll_impl(probs: jax.Array, labels: jax.Array) -> jax.Array:
+  _assert_labelled(probs, labels)
   true_p = jnp.take_along_axis(
       probs, labels[:, None].astype(jnp.int32), axis=-1
   )[:, 0]
   return -jnp.mean(jnp.log(jnp.clip(true_p, _NLL_CLIP, None)))
 
 
+@_scalar_results
 def negative_log_likelihood(probs: Any, labels: Any) -> jax.Array:
   """Mean negative log probability of the true label.
 
@@ -370,10 +408,12 @@ def negative_log_likelihood(probs: Any, labels: Any) -> jax.Array:
 
 @jax.jit
 def _entropy_impl(probs: jax.Array) -> jax.Array:
+  _assert_probs(probs)
   # entr(p) = -p log p with the 0 log 0 = 0 convention built in.
   return jnp.mean(jnp.sum(jax.scipy.special.entr(probs), axis=-1))
 
 
+@_scalar_results
 def entropy(probs: Any) -> jax.Array:
   """Mean predictive entropy in nats of (N, K) probabilities; 0*log(0) = 0."""
   _check_probs(probs)
@@ -382,12 +422,14 @@ def entropy(probs: Any) -> jax.Array:
 
 @jax.jit
 def _confidence_gap_impl(probs: jax.Array) -> jax.Array:
+  _assert_probs(probs)
   if probs.shape[-1] < 2:  # static shape: fine under jit
     return jnp.mean(probs[:, 0])
   top2 = jax.lax.top_k(probs, 2)[0]
   return jnp.mean(top2[:, 0] - top2[:, 1])
 
 
+@_scalar_results
 def confidence_gap(probs: Any) -> jax.Array:
   """Mean over examples of top-1 minus top-2 probability (probabilities in).
 
@@ -399,6 +441,7 @@ def confidence_gap(probs: Any) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="num_bins")
 def _ece_impl(probs: jax.Array, labels: jax.Array, num_bins: int) -> jax.Array:
+  _assert_labelled(probs, labels)
   confidence = jnp.max(probs, axis=-1)
   correct = (jnp.argmax(probs, axis=-1) == labels).astype(confidence.dtype)
   # Bin b covers (b/B, (b+1)/B]: ceil(conf * B) - 1, with conf = 0 clipped
@@ -413,6 +456,7 @@ def _ece_impl(probs: jax.Array, labels: jax.Array, num_bins: int) -> jax.Array:
   return jnp.sum(jnp.abs(gap_per_bin)) / confidence.shape[0]
 
 
+@_scalar_results
 def expected_calibration_error(
     probs: Any, labels: Any, num_bins: int = 15
 ) -> jax.Array:
@@ -441,10 +485,12 @@ def expected_calibration_error(
 
 @jax.jit
 def _brier_impl(probs: jax.Array, labels: jax.Array) -> jax.Array:
+  _assert_labelled(probs, labels)
   one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
   return jnp.mean(jnp.sum((probs - one_hot) ** 2, axis=-1))
 
 
+@_scalar_results
 def brier_score(probs: Any, labels: Any) -> jax.Array:
   """Multi-class Brier score: mean over examples of ``sum_k (p_k - onehot_k)^2``.
 

@@ -1,4 +1,8 @@
-"""Losses against independent numpy computations, and their gradients."""
+"""Losses against independent numpy computations, and their gradients.
+
+The value checks run as chex variants, with and without jit: the losses are used inside the
+jitted step, and eagerly by tests and tools.
+"""
 
 from absl.testing import absltest, parameterized
 import chex
@@ -19,7 +23,11 @@ def np_kl(p, q):
   return np.sum(p * (np.log(p) - np.log(q)), -1)
 
 
-class LossesTest(parameterized.TestCase):
+# `reduction` picks the output shape, so it is static under jit.
+_REDUCTION = dict(static_argnames="reduction")
+
+
+class LossesTest(chex.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -29,40 +37,52 @@ class LossesTest(parameterized.TestCase):
     self.y = rng.integers(0, 5, size=6)
     self.pa, self.pb = np_softmax(self.za), np_softmax(self.zb)
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_cross_entropy(self):
     ref = -np.log(self.pa[np.arange(6), self.y])
-    np.testing.assert_allclose(losses.cross_entropy(self.za, self.y, None), ref, rtol=1e-5)
-    np.testing.assert_allclose(losses.cross_entropy(self.za, self.y), ref.mean(), rtol=1e-5)
-    np.testing.assert_allclose(losses.cross_entropy(self.za, self.y, "sum"), ref.sum(), rtol=1e-5)
+    ce = self.variant(losses.cross_entropy, **_REDUCTION)
+    np.testing.assert_allclose(ce(self.za, self.y, None), ref, rtol=1e-5)
+    np.testing.assert_allclose(ce(self.za, self.y), ref.mean(), rtol=1e-5)
+    np.testing.assert_allclose(ce(self.za, self.y, "sum"), ref.sum(), rtol=1e-5)
+    chex.assert_shape(ce(self.za, self.y, None), (6,))
+    chex.assert_shape(ce(self.za, self.y), ())
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_entropy_kl_skl(self):
+    entropy = self.variant(losses.entropy, **_REDUCTION)
+    kl_divergence = self.variant(losses.kl_divergence, **_REDUCTION)
+    symmetric_kl = self.variant(losses.symmetric_kl, **_REDUCTION)
+    skl_to_uniform = self.variant(losses.skl_to_uniform, **_REDUCTION)
     ent = -np.sum(self.pa * np.log(self.pa), -1)
-    np.testing.assert_allclose(losses.entropy(self.za, None), ent, rtol=1e-5)
+    np.testing.assert_allclose(entropy(self.za, None), ent, rtol=1e-5)
     kl = np_kl(self.pa, self.pb)
-    np.testing.assert_allclose(losses.kl_divergence(self.za, self.zb, None), kl, rtol=1e-4)
+    np.testing.assert_allclose(kl_divergence(self.za, self.zb, None), kl, rtol=1e-4)
     # optax's own KL takes log-predictions and targets: KL(targets || predictions).
     optax_kl = optax.kl_divergence(jax.nn.log_softmax(self.zb), self.pa)
-    np.testing.assert_allclose(losses.kl_divergence(self.za, self.zb, None), optax_kl, rtol=1e-4)
+    np.testing.assert_allclose(kl_divergence(self.za, self.zb, None), optax_kl, rtol=1e-4)
     skl = kl + np_kl(self.pb, self.pa)
-    np.testing.assert_allclose(losses.symmetric_kl(self.za, self.zb, None), skl, rtol=1e-4)
+    np.testing.assert_allclose(symmetric_kl(self.za, self.zb, None), skl, rtol=1e-4)
     u = np.full_like(self.pa, 1 / 5)
-    np.testing.assert_allclose(losses.skl_to_uniform(self.za, None),
+    np.testing.assert_allclose(skl_to_uniform(self.za, None),
                                np_kl(self.pa, u) + np_kl(u, self.pa), rtol=1e-4)
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_soft_cross_entropy_equals_ce_for_one_hot(self):
     one_hot = np.eye(5)[self.y]
-    np.testing.assert_allclose(losses.soft_cross_entropy(one_hot, self.za),
+    np.testing.assert_allclose(self.variant(losses.soft_cross_entropy)(one_hot, self.za),
                                losses.cross_entropy(self.za, self.y), rtol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(0.0, 0.3, 1.0)
   def test_objectives_are_convex_combinations(self, beta):
     ce = -np.log(self.pa[np.arange(6), self.y])
     ent = -np.sum(self.pa * np.log(self.pa), -1)
-    np.testing.assert_allclose(losses.minimum_entropy_objective(self.za, self.y, beta),
-                               np.mean((1 - beta) * ce + beta * ent), rtol=1e-5)
+    np.testing.assert_allclose(
+        self.variant(losses.minimum_entropy_objective)(self.za, self.y, beta),
+        np.mean((1 - beta) * ce + beta * ent), rtol=1e-5)
     u = np.full_like(self.pa, 1 / 5)
     skl = np_kl(self.pa, u) + np_kl(u, self.pa)
-    np.testing.assert_allclose(losses.skl_uniform_objective(self.za, self.y, beta),
+    np.testing.assert_allclose(self.variant(losses.skl_uniform_objective)(self.za, self.y, beta),
                                np.mean((1 - beta) * ce - beta * skl), rtol=1e-4, atol=1e-6)
 
   def test_gradients_match_closed_forms(self):
@@ -83,10 +103,12 @@ class LossesTest(parameterized.TestCase):
       chex.assert_numerical_grads(fn, (za,), order=1, atol=5e-2, rtol=5e-2)
     del z
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_symmetric_kl_zero_iff_equal_and_symmetric(self):
-    self.assertAlmostEqual(float(losses.symmetric_kl(self.za, self.za)), 0.0, places=6)
-    self.assertAlmostEqual(float(losses.symmetric_kl(self.za, self.zb)),
-                           float(losses.symmetric_kl(self.zb, self.za)), places=5)
+    symmetric_kl = self.variant(losses.symmetric_kl)
+    self.assertAlmostEqual(float(symmetric_kl(self.za, self.za)), 0.0, places=6)
+    self.assertAlmostEqual(float(symmetric_kl(self.za, self.zb)),
+                           float(symmetric_kl(self.zb, self.za)), places=5)
 
   def test_bad_reduction(self):
     with self.assertRaisesRegex(ValueError, "unknown reduction"):

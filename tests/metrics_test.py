@@ -1,4 +1,9 @@
-"""Tests for churn_jax.metrics against independent plain-numpy references."""
+"""Tests for churn_jax.metrics against independent plain-numpy references.
+
+The comparisons with the references run as chex variants, with and without jit: the metrics
+are called eagerly by the evaluator and may be jitted by users (validation is skipped for
+tracers, the values must not change).
+"""
 
 import functools
 import itertools
@@ -10,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from churn_jax import metrics
+from churn_jax import evaluate, metrics
 
 _SHAPES = ((1, 2), (7, 3), (40, 10))
 
@@ -115,49 +120,63 @@ def _ref_confidence_gap(probs):
   return np.mean([np.sort(p)[-1] - np.sort(p)[-2] for p in np.float64(probs)])
 
 
+def _ref_brier(probs, labels):
+  return np.mean([sum((float(p[k]) - (k == y)) ** 2 for k in range(len(p)))
+                  for p, y in zip(probs, labels)])
+
+
 _TOL = dict(rtol=1e-5, atol=1e-6)
 
 
-class MetricsVsNumpyTest(parameterized.TestCase):
+class MetricsVsNumpyTest(chex.TestCase):
 
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*_SHAPES)
   def test_pair_metrics(self, n, k):
     rng = np.random.default_rng(n * 100 + k)
     pa, pb = _random_probs(rng, n, k), _random_probs(rng, n, k)
     labels = _random_labels(rng, n, k)
-    np.testing.assert_allclose(metrics.churn(pa, pb), _ref_churn(pa, pb))
+    np.testing.assert_allclose(self.variant(metrics.churn)(pa, pb), _ref_churn(pa, pb))
+    surrogate_churn = self.variant(metrics.surrogate_churn)
     for alpha in (0.5, 1.0, 3.0):
       np.testing.assert_allclose(
-          metrics.surrogate_churn(pa, pb, alpha=alpha),
+          surrogate_churn(pa, pb, alpha=alpha),
           _ref_surrogate_churn(pa, pb, alpha), **_TOL)
-    got = metrics.churn_on_slices(pa, pb, labels)
+    got = self.variant(metrics.churn_on_slices)(pa, pb, labels)
     want = _ref_churn_on_slices(pa, pb, labels)
     self.assertEqual(set(got), {"correct", "incorrect"})
     for key in want:
       np.testing.assert_allclose(got[key], want[key], **_TOL, err_msg=key)
-    got = metrics.prediction_difference(pa, pb)
+    got = self.variant(metrics.prediction_difference)(pa, pb)
     want = _ref_prediction_difference(pa, pb)
     self.assertEqual(set(got), {"l1", "l2", "relative"})
     for key in want:
       np.testing.assert_allclose(got[key], want[key], **_TOL, err_msg=key)
 
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*_SHAPES)
   def test_single_model_metrics(self, n, k):
     rng = np.random.default_rng(n * 100 + k + 1)
     probs, labels = _random_probs(rng, n, k), _random_labels(rng, n, k)
     np.testing.assert_allclose(
-        metrics.accuracy(probs, labels),
+        self.variant(metrics.accuracy)(probs, labels),
         np.mean([np.argmax(p) == y for p, y in zip(probs, labels)]))
     np.testing.assert_allclose(
-        metrics.negative_log_likelihood(probs, labels),
+        self.variant(metrics.negative_log_likelihood)(probs, labels),
         _ref_nll(probs, labels), **_TOL)
     np.testing.assert_allclose(
-        metrics.entropy(probs), _ref_entropy(probs), **_TOL)
+        self.variant(metrics.entropy)(probs), _ref_entropy(probs), **_TOL)
     np.testing.assert_allclose(
-        metrics.confidence_gap(probs), _ref_confidence_gap(probs), **_TOL)
+        self.variant(metrics.confidence_gap)(probs), _ref_confidence_gap(probs),
+        **_TOL)
+    np.testing.assert_allclose(
+        self.variant(metrics.brier_score)(probs, labels), _ref_brier(probs, labels),
+        **_TOL)
+    ece = self.variant(metrics.expected_calibration_error,
+                       static_argnames="num_bins")
     for num_bins in (1, 4, 15):
       np.testing.assert_allclose(
-          metrics.expected_calibration_error(probs, labels, num_bins=num_bins),
+          ece(probs, labels, num_bins=num_bins),
           _ref_ece(probs, labels, num_bins), **_TOL)
 
   def test_returns_jax_scalars(self):
@@ -295,6 +314,36 @@ class HandMadeCasesTest(parameterized.TestCase):
         (np.log(2) - 0.2 * np.log(0.2) - 0.8 * np.log(0.8)) / 2, rtol=1e-6)
     np.testing.assert_allclose(
         metrics.confidence_gap(probs), (0.0 + 0.6) / 2, rtol=1e-6, atol=1e-7)
+
+
+  def test_brier_hand_cases(self):
+    # One-hot right: 0; one-hot wrong: 1 + 1 = 2; uniform over K: (1 - 1/K)^2 + (K-1)/K^2.
+    probs = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
+                      [0.25, 0.25, 0.25, 0.25]])
+    labels = np.array([0, 2, 3])
+    for row, want in zip(range(3), (0.0, 2.0, 0.75)):
+      np.testing.assert_allclose(
+          metrics.brier_score(probs[row:row + 1], labels[row:row + 1]), want,
+          rtol=1e-6)
+    np.testing.assert_allclose(metrics.brier_score(probs, labels),
+                               (0.0 + 2.0 + 0.75) / 3, rtol=1e-6)
+    # The summed form (not divided by K): a hand value that the K-averaged
+    # form (0.1 here) would miss.
+    np.testing.assert_allclose(
+        metrics.brier_score(np.array([[0.6, 0.4]]), np.array([1])),
+        0.36 + 0.36, rtol=1e-6)
+
+
+class SummaryTest(absltest.TestCase):
+
+  def test_summary_reports_brier_per_run(self):
+    rng = np.random.default_rng(7)
+    runs = np.stack([_random_probs(rng, 20, 3) for _ in range(3)])
+    labels = _random_labels(rng, 20, 3)
+    got = evaluate.summarize(runs, labels)["brier"]
+    want = [_ref_brier(r, labels) for r in runs]
+    np.testing.assert_allclose(got["values"], want, **_TOL)
+    np.testing.assert_allclose(got["mean"], np.mean(want), **_TOL)
 
 
 class PairwiseTest(parameterized.TestCase):
@@ -459,6 +508,13 @@ class ValidationTest(parameterized.TestCase):
        lambda: metrics.negative_log_likelihood(_probs_2x3(),
                                                np.array([0.0, 1.0])),
        "labels must be integer"),
+      ("brier_labels_out_of_range",
+       lambda: metrics.brier_score(_probs_2x3(), np.array([0, 3])),
+       r"labels must lie in \[0, 3\)"),
+      ("brier_logits",
+       lambda: metrics.brier_score(np.array([[2.0, 1.0, 0.0]] * 2),
+                                   np.array([0, 1])),
+       "probs must hold probabilities"),
       ("negative_probs",
        lambda: metrics.churn(np.array([[1.5, -0.5], [0.5, 0.5]]),
                              np.full((2, 2), 0.5)),

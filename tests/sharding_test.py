@@ -1,20 +1,22 @@
 """A sharded stacked step on 8 fake CPU devices equals the unsharded step.
 
-XLA_FLAGS must be set before jax is imported, and pytest imports jax for other tests first,
-so the checks run in a fresh subprocess of this file (`python tests/sharding_test.py child`).
+The fake devices (chex.set_n_cpu_devices) must be requested before JAX initialises its
+backends, and pytest has run JAX for other tests first, so the checks run in a fresh
+subprocess of this file (`python tests/sharding_test.py child`).
 """
 
 import os
 import subprocess
 import sys
 
-_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
-if _CHILD:
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-
 from absl.testing import absltest
+import chex
 import jax
 import numpy as np
+
+_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
+if _CHILD:
+  chex.set_n_cpu_devices(8)  # Before any JAX computation of this process.
 
 from churn_jax import host_devices, methods, sharding, train
 
@@ -92,10 +94,9 @@ class ChildTest(absltest.TestCase):
       self.assertEqual(leaf.sharding.shard_shape(leaf.shape)[:2], (4 // shape[0], 2 // shape[1]))
       single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
       plain = train.train_method(config, ds, method, mesh=single)
-      for a, b in zip(jax.tree_util.tree_leaves(sharded.state.params),
-                      jax.tree_util.tree_leaves(plain.state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-      np.testing.assert_allclose(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_equal_shapes(sharded.state.params, plain.state.params)
+      chex.assert_trees_all_close(sharded.state.params, plain.state.params, rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
 
   def test_loop_strategy_data_parallel_with_batch_norm(self):
     # The CPU layout for conv nets: loop strategy, batch split over devices. BatchNorm
@@ -111,10 +112,10 @@ class ChildTest(absltest.TestCase):
     sharded = train.train_method(config, ds, method, mesh=mesh)
     single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
     plain = train.train_method(config, ds, method, mesh=single)
-    for a, b in zip(jax.tree_util.tree_leaves((sharded.state.params, sharded.state.batch_stats)),
-                    jax.tree_util.tree_leaves((plain.state.params, plain.state.batch_stats))):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close((sharded.state.params, sharded.state.batch_stats),
+                                (plain.state.params, plain.state.batch_stats),
+                                rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
 
 
 if not _CHILD:

@@ -1,17 +1,13 @@
 """The stack computes what separate models compute, whatever the execution strategy."""
 
 from absl.testing import absltest, parameterized
+import chex
 import flax.linen as nn
 import jax
 import numpy as np
 
 from churn_jax import methods, models, stack, train
 from tests import testing
-
-
-def assert_trees_close(test, a, b, rtol, atol):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 class _ConvBN(nn.Module):
@@ -40,12 +36,18 @@ class StrategyTest(parameterized.TestCase):
     for training in (False, True):
       out_v, stats_v = stack.apply_stack(model, variables, x, train=training, strategy="vmap")
       out_l, stats_l = stack.apply_stack(model, variables, x, train=training, strategy="loop")
-      self.assertEqual(out_v.shape, (2, 2, 5, 4))
-      np.testing.assert_allclose(out_v, out_l, rtol=1e-4, atol=1e-5)
-      assert_trees_close(self, stats_v, stats_l, 1e-4, 1e-5)
-    # Different members and runs start from different parameters.
-    self.assertGreater(float(np.abs(out_v[0, 0] - out_v[0, 1]).max()), 1e-4)
-    self.assertGreater(float(np.abs(out_v[0, 0] - out_v[1, 0]).max()), 1e-4)
+      chex.assert_shape(out_v, (2, 2, 5, 4))
+      chex.assert_trees_all_close(out_v, out_l, rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_equal_structs(stats_v, stats_l)
+      chex.assert_trees_all_close(stats_v, stats_l, rtol=1e-4, atol=1e-5)
+    # Different members and runs start from different parameters: compared on the same input.
+    same, _ = stack.apply_stack(model, variables, x[0], train=False, strategy="vmap",
+                                x_per_run=False)
+    self.assertGreater(float(np.abs(same[0, 0] - same[0, 1]).max()), 1e-4)
+    self.assertGreater(float(np.abs(same[0, 0] - same[1, 0]).max()), 1e-4)
+    # The stack's entry checks that inputs and variables agree on the run axis.
+    with self.assertRaises(AssertionError):
+      stack.apply_stack(model, variables, x[:1], train=False, strategy="vmap")
 
   def test_resolve_strategy(self):
     self.assertEqual(stack.resolve_strategy("auto", True, "cpu"), "loop")
@@ -69,9 +71,10 @@ class StackedEqualsSeparateTest(parameterized.TestCase):
     for r in (0, 2):  # Run 2 alone must match position 2 of the stack: keys follow run ids.
       alone = train.train_method(config, ds, m, run_ids=[r])
       run_r = jax.tree_util.tree_map(lambda a: a[r:r + 1], stacked.state.params)
-      assert_trees_close(self, run_r, alone.state.params, rtol=1e-4, atol=1e-5)
-      np.testing.assert_allclose(stacked.member_probs[r:r + 1], alone.member_probs,
-                                 rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_equal_shapes(run_r, alone.state.params)
+      chex.assert_trees_all_close(run_r, alone.state.params, rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_close(stacked.member_probs[r:r + 1], alone.member_probs,
+                                  rtol=1e-4, atol=1e-5)
     # The runs really are independent replicates: their parameters differ.
     p = jax.tree_util.tree_leaves(stacked.state.params)[0]
     self.assertGreater(float(np.abs(p[0] - p[1]).max()), 1e-3)
@@ -84,7 +87,9 @@ class StackedEqualsSeparateTest(parameterized.TestCase):
     ds = testing.tiny_dataset()
     m = methods.build("baseline", config.method_configs["baseline"], 4)
     out = train.train_method(config, ds, m)
-    np.testing.assert_array_equal(out.member_probs[0], out.member_probs[1])
+    chex.assert_trees_all_equal(out.member_probs[0], out.member_probs[1])
+    chex.assert_trees_all_equal(*[jax.tree_util.tree_map(lambda a, r=r: a[r], out.state.params)
+                                  for r in (0, 1)])
 
 
 if __name__ == "__main__":
