@@ -58,7 +58,18 @@ def _check_methods(config, num_steps: int) -> set:
       if teacher_cfg.get("teacher"):
         _fail(f"method_configs.{name}.teacher: {method.teacher!r} is itself a student; "
               f"a teacher must be a one-stage method")
-      member_counts.add(methods.build(method.teacher, teacher_cfg, num_steps).num_members)
+      teacher_members = methods.build(method.teacher, teacher_cfg, num_steps).num_members
+      if method.model_ensemble_size > 1 and teacher_members != method.model_ensemble_size:
+        _fail(f"method_configs.{name}: {method.model_ensemble_size} student members need a "
+              f"teacher with as many members; {method.teacher!r} has {teacher_members}")
+      member_counts.add(teacher_members)
+    if method.student_model is not None:  # The architecture this method trains (BE student).
+      model_cfg = dict(config.model)
+      try:
+        student_name, student_kwargs = method.student_model(model_cfg.pop("name"), model_cfg)
+        models.get_model(student_name, 2, **student_kwargs)
+      except ValueError as e:
+        _fail(f"method_configs.{name}: {e}")
     member_counts.add(method.num_members)
   return member_counts
 

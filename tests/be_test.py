@@ -171,6 +171,17 @@ class BEDistillLossTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "student has 3 members but the teacher 2"):
       self.loss(self.student, self.teacher[:2])
 
+  def test_replace_keeps_the_boundary_checks_current(self):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    wider = dataclasses.replace(self.method, model_ensemble_size=4)
+    self.assertIs(wider.loss.unchecked, self.method.loss.unchecked)
+    with self.assertRaises(AssertionError):  # 3 members no longer fit the (1, B, 4, K) contract.
+      self.loss_of(wider, self.student, self.teacher)
+
+  def loss_of(self, method, student, teacher):
+    return method.loss(jnp.asarray(student), self.labels, 0,
+                       {"teacher_logits": jnp.asarray(teacher)})
+
   def test_deployed_prediction_is_the_mean_of_the_members(self):
     probs = jax.nn.softmax(jnp.asarray(self.rng.normal(size=(2, 1, 6, 3, 4))), axis=-1)
     chex.assert_trees_all_close(self.method.deployed_probs(probs), probs[:, 0].mean(axis=2),
@@ -184,6 +195,25 @@ class BEDistillLossTest(absltest.TestCase):
     self.assertEqual((method.num_members, method.model_ensemble_size), (1, teacher.num_members))
     self.assertEqual(method.student_model("wrn28_10", {}), ("be_wrn28_10", {"ensemble_size": 4}))
     self.assertEqual(entry.temperature, configs.ens_distill.temperature)
+
+
+class BEDistillValidationTest(absltest.TestCase):
+
+  def config(self, model, ensemble_size=2):
+    config = testing.tiny_config(model=model, methods="be")
+    config.method_configs.ensemble2 = dict(kind="ensemble", num_members=2)
+    config.method_configs.be = dict(kind="be_distill", teacher="ensemble2",
+                                    ensemble_size=ensemble_size)
+    return config
+
+  def test_errors_before_anything_trains(self):
+    from churn_jax import validate  # pylint: disable=g-import-not-at-top
+    validate.validate_config(self.config(dict(name="mlp", hidden=(8,))))
+    with self.assertRaisesRegex(ValueError, "'conv1d' has no BatchEnsemble variant"):
+      validate.validate_config(self.config(dict(name="conv1d")))
+    with self.assertRaisesRegex(ValueError, "3 student members need a teacher with as many "
+                                "members; 'ensemble2' has 2"):
+      validate.validate_config(self.config(dict(name="mlp"), ensemble_size=3))
 
 
 class BEDistillTrainerTest(absltest.TestCase):

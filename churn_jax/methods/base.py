@@ -83,9 +83,10 @@ class Method:
     if self.model_ensemble_size < 1:
       raise ValueError(f"method {self.name!r}: model_ensemble_size must be >= 1, "
                        f"got {self.model_ensemble_size}")
-    if not getattr(self.loss, "_shape_checked", False):
-      object.__setattr__(self, "loss", _checked_loss(self.loss, self.num_members,
-                                                     self.model_ensemble_size))
+    # Re-wrapped from the raw loss each time, so dataclasses.replace keeps the checks current.
+    raw_loss = getattr(self.loss, "unchecked", self.loss)
+    object.__setattr__(self, "loss", _checked_loss(raw_loss, self.num_members,
+                                                   self.model_ensemble_size))
 
   def deployed_probs(self, member_probs):
     """Member probabilities (R, M, N, K) -> deployed probabilities (R, N, K).
@@ -122,5 +123,5 @@ def _checked_loss(loss: LossFn, num_members: int, model_ensemble_size: int) -> L
     chex.assert_rank(list(metrics.values()), 0)
     return value, metrics
 
-  checked._shape_checked = True
+  checked.unchecked = loss
   return checked
