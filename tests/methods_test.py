@@ -148,7 +148,7 @@ class MethodsTest(parameterized.TestCase):
               for i in range(m))
     value, metrics = method.loss(jnp.asarray(z), y, 0)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
-    np.testing.assert_allclose(metrics["beta"], beta)
+    np.testing.assert_allclose(metrics["coef/beta"], beta)
     self.assertEqual((method.prediction, method.num_members, method.training_cost),
                      ("member0", m, float(m)))
 
@@ -177,7 +177,7 @@ class MethodsTest(parameterized.TestCase):
     ce = np_ce(p[0], y) + np_ce(p[1], y)
     value, metrics = method.loss(jnp.asarray(z), y, 9)
     np.testing.assert_allclose(value, ce, rtol=1e-5)  # Plain CE before the burn-in step.
-    self.assertEqual(float(metrics["beta"]), 0.0)
+    self.assertEqual(float(metrics["coef/beta"]), 0.0)
     value, _ = method.loss(jnp.asarray(z), y, 10)
     ref = ce + 2.0 * (np_soft_ce(p[1], p[0]) + np_soft_ce(p[0], p[1]))
     np.testing.assert_allclose(value, ref, rtol=1e-5)
