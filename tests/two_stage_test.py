@@ -91,7 +91,7 @@ def np_ods(x, w_teachers, m, w, lo, hi, eta, temperature, confidence_scaled):
   z = x.reshape(batch, -1) @ np.asarray(w_teachers[m], np.float64)
   e = np.exp(z / temperature - (z / temperature).max(-1, keepdims=True))
   probs = e / e.sum(-1, keepdims=True)
-  # d/dz sum_k w_k softmax(z/T)_k = p * (w - <p, w>) / T; then through z = x W and x = lo + (hi-lo) p.
+  # d/dz sum_k w_k softmax(z/T)_k = p * (w - <p, w>) / T; then z = x W, x = lo + (hi-lo) p.
   g_z = probs * (w - np.sum(probs * w, -1, keepdims=True)) / temperature
   g_x = (g_z @ np.asarray(w_teachers[m], np.float64).T).reshape(x.shape)
   g_pix = g_x * (hi - lo)
