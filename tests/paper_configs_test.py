@@ -262,7 +262,7 @@ class RunlocalTrainingTest(absltest.TestCase):
     code = _TRAIN.format(path=os.path.join(_ROOT, f"experiments/{name}.py"),
                          methods=methods, workdir=workdir)
     proc = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, env=_child_env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS=")][-1]
     results = json.loads(line[len("RESULTS="):])
