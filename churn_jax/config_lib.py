@@ -10,9 +10,9 @@ import ml_collections
 
 DEFAULT_METHODS = "baseline,entropy,skl,codistill,codistill_entropy"
 # The `:all` study: every method of the seed papers, on the same runs.
-ALL_METHODS = (DEFAULT_METHODS + ",codistill_ce,codistill_ce_stale,mutual,codistill3,ensemble2,"
-               "ensemble4,ens_distill,self_distill,anti_distill,ods_distill,ods_conf_distill,"
-               "noise_distill")
+ALL_METHODS = (DEFAULT_METHODS + ",codistill_skl,codistill_ce,codistill_ce_stale,mutual,codistill3,"
+               "ensemble2,ensemble4,ens_distill,self_distill,anti_distill,ods_distill,"
+               "ods_conf_distill,noise_distill")
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -56,21 +56,22 @@ def rampup(value: float, fraction: float) -> ml_collections.ConfigDict:
 
 
 def method_configs(entropy_beta: float, skl_beta: float, codistill_beta: float,
-                   rampup_fraction: float = 0.25) -> ml_collections.ConfigDict:
+                   rampup_fraction: float = 0.25, top_k=None) -> ml_collections.ConfigDict:
   """Entries for the five core methods of Bhojanapalli et al. 2021.
 
   The regularised co-distillation ramps both coefficients linearly (App. A: "a linear warmup
-  of the regularizer coefficient").
+  of the regularizer coefficient"). `top_k` (None = all classes) restricts the regularisers
+  to the top-k probabilities, as the paper does on ImageNet (Sec. 4).
   """
   return ml_collections.ConfigDict({
       "baseline": dict(kind="baseline"),
-      "entropy": dict(kind="entropy", beta=entropy_beta),
-      "skl": dict(kind="skl", beta=skl_beta),
+      "entropy": dict(kind="entropy", beta=entropy_beta, top_k=top_k),
+      "skl": dict(kind="skl", beta=skl_beta, top_k=top_k),
       "codistill": dict(kind="codistill", num_members=2,
                         beta=rampup(codistill_beta, rampup_fraction)),
       "codistill_entropy": dict(kind="codistill", num_members=2,
                                 beta=rampup(codistill_beta, rampup_fraction),
-                                entropy_beta=rampup(entropy_beta, rampup_fraction)),
+                                entropy_beta=rampup(entropy_beta, rampup_fraction), top_k=top_k),
   })
 
 
@@ -78,13 +79,24 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
                        rampup_fraction: float = 0.25, burnin_fraction: float = 0.25,
                        stale_refresh_steps: int = 100, anti_beta: float = 0.5,
                        kd_alpha: float = 0.5, kd_temperature: float = 2.0,
-                       perturb_step: float = 0.5, noise_std: float = 0.1):
-  """The core entries plus every baseline and alternative of the seed papers."""
-  configs = method_configs(entropy_beta, skl_beta, codistill_beta, rampup_fraction)
+                       perturb_step: float = 1.0, noise_std: float = 1.0, top_k=None):
+  """The core entries plus every baseline and alternative of the seed papers.
+
+  kd_temperature: the distillation temperature (Bhojanapalli et al., App. A, per dataset),
+  also the temperature of the ODS softmax (Nam et al.). perturb_step / noise_std: ODS's eta
+  and the Gaussian baseline's sigma in 1/255 pixel levels (methods/perturb.py; 1 is the
+  default of Nam et al.'s code). Ensemble members train on their own data order
+  (member_data "independent"); the coupled methods share the batch.
+  """
+  configs = method_configs(entropy_beta, skl_beta, codistill_beta, rampup_fraction, top_k)
   burnin = dict(kind="step_burnin", value=codistill_beta, burnin_fraction=burnin_fraction,
                 burnin_steps=None)
   kd = dict(kind="distill", teacher="ensemble2", alpha=kd_alpha, temperature=kd_temperature)
   configs.update({
+      # Eq. 19 with the SKL-to-uniform regulariser (both coefficients ramped up).
+      "codistill_skl": dict(kind="codistill", num_members=2,
+                            beta=rampup(codistill_beta, rampup_fraction),
+                            skl_beta=rampup(skl_beta, rampup_fraction), top_k=top_k),
       # Anil et al. 2018: CE to the peers, step burn-in, fresh or stale (refreshed) peers.
       "codistill_ce": dict(kind="codistill_ce", num_members=2, beta=burnin),
       "codistill_ce_stale": dict(kind="codistill_ce", num_members=2, beta=burnin,
@@ -92,8 +104,8 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "mutual": dict(kind="mutual", num_members=2, beta=codistill_beta),
       "codistill3": dict(kind="codistill", num_members=3,
                          beta=rampup(codistill_beta, rampup_fraction)),
-      "ensemble2": dict(kind="ensemble", num_members=2),
-      "ensemble4": dict(kind="ensemble", num_members=4),
+      "ensemble2": dict(kind="ensemble", num_members=2, member_data="independent"),
+      "ensemble4": dict(kind="ensemble", num_members=4, member_data="independent"),
       "ens_distill": kd,
       "self_distill": dict(kind="distill", teacher="baseline", alpha=kd_alpha, temperature=1.0),
       "anti_distill": dict(kind="anti_distill", num_members=2, beta=anti_beta),
@@ -113,4 +125,16 @@ def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=F
   sweep += [{"methods": "skl", "method_configs.skl.beta": b} for b in skl_betas]
   sweep += [{"methods": "codistill", "method_configs.codistill.beta.value": b}
             for b in codistill_betas]
+  return sweep
+
+
+def regularized_codistill_sweep(entropy_betas, skl_betas):
+  """Sweep entries over the regulariser weight of eq. 19 (co-distillation's beta fixed).
+
+  App. A: the regularised co-distillation uses the regularisers' range of beta.
+  """
+  sweep = [{"methods": "codistill_entropy",
+            "method_configs.codistill_entropy.entropy_beta.value": b} for b in entropy_betas]
+  sweep += [{"methods": "codistill_skl", "method_configs.codistill_skl.skl_beta.value": b}
+            for b in skl_betas]
   return sweep

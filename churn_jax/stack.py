@@ -45,13 +45,15 @@ def _stack(trees):
 
 
 def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
-                strategy: str, x_per_run: bool = True) -> Tuple[jax.Array, Any]:
+                strategy: str, x_per_run: bool = True,
+                x_per_member: bool = False) -> Tuple[jax.Array, Any]:
   """Applies every (run, member) model.
 
   Args:
     model: the Flax module shared by all members.
     variables: {"params": ..., ["batch_stats": ...]} with leading (R, M) axes.
-    x: inputs (R, B, ...) when `x_per_run`, else (B, ...) shared by all runs (evaluation).
+    x: inputs (R, B, ...) when `x_per_run`, else (B, ...) shared by all runs (evaluation);
+      (R, M, B, ...) with `x_per_member`: member m of run r sees x[r, m] (independent data).
     train: passed to the model; in training BatchNorm statistics are updated.
     strategy: "vmap" or "loop" (resolve "auto" first with `resolve_strategy`).
 
@@ -68,8 +70,10 @@ def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
       return logits, new_state["batch_stats"]
     return model.apply(v, xb, train=train), {}
 
+  if x_per_member and not x_per_run:
+    raise ValueError("x_per_member needs x_per_run")
   if strategy == "vmap":
-    over_members = jax.vmap(apply_one, in_axes=(0, None))
+    over_members = jax.vmap(apply_one, in_axes=(0, 0 if x_per_member else None))
     over_runs = jax.vmap(over_members, in_axes=(0, 0 if x_per_run else None))
     return over_runs(variables, x)
   if strategy != "loop":
@@ -78,7 +82,8 @@ def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
   logits, stats = [], []
   for r in range(num_runs):
     xr = x[r] if x_per_run else x
-    row = [apply_one(_index(variables, r, m), xr) for m in range(num_members)]
+    row = [apply_one(_index(variables, r, m), xr[m] if x_per_member else xr)
+           for m in range(num_members)]
     logits.append(jnp.stack([out for out, _ in row]))
     stats.append(_stack([s for _, s in row]))
   return jnp.stack(logits), _stack(stats)

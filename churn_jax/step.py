@@ -111,6 +111,10 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
                     teacher_model=None) -> Callable[..., Tuple[TrainState, dict]]:
   """One jitted, donated update of every run and member: (state, batch, teacher) -> state.
 
+  The batch holds R * method.streams_per_run data streams (Method.member_data): one per run
+  (every member sees its run's batch) or one per (run, member), reshaped here to (R, M, B, ...)
+  so that one step, one sharding of the batch and one prefetcher serve both.
+
   The loss of the stack is the sum over runs of each run's method loss; runs share no
   parameters, so each run receives exactly its own gradient. `teacher` holds the frozen
   stage-1 variables (R, Mt, ...) of a two-stage method, else {}. What the method needs beyond
@@ -119,8 +123,13 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   teacher when it differs from the student's model (a BatchEnsemble student); default `model`.
   """
   teacher_model = model if teacher_model is None else teacher_model
+  streams = method.streams_per_run
+
   def train_step(state: TrainState, batch, teacher):
-    x, y = batch  # (R, B, ...), (R, B)
+    x, y = batch  # (R * streams, B, ...), (R * streams, B): one stream per data seed.
+    if streams > 1:  # Independent members: stream r*M + m is member m of run r.
+      x = x.reshape((-1, streams) + x.shape[1:])
+      y = y.reshape((-1, streams) + y.shape[1:])
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
     extra, x_aux = {}, None
     if method.teacher is not None:
@@ -133,7 +142,8 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
 
     def loss_fn(params):
       variables = dict(variables_of(state), params=params)
-      logits, new_stats = stack.apply_stack(model, variables, x, train=True, strategy=strategy)
+      logits, new_stats = stack.apply_stack(model, variables, x, train=True, strategy=strategy,
+                                            x_per_member=streams > 1)
       run_extra = dict(extra)
       if x_aux is not None:  # BatchNorm statistics come from the clean batch only.
         run_extra["aux_logits"] = stack.apply_stack(model, variables, x_aux, train=True,

@@ -19,6 +19,7 @@ from churn_jax import config_lib, data as data_lib, distributed
 from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
                        results_store, sharding, stack)
 from churn_jax import step as step_lib, validate
+from churn_jax.methods import perturb
 
 
 @dataclasses.dataclass
@@ -49,9 +50,14 @@ def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: 
                  for m in range(num_members)]) for r in run_ids])
 
 
-def data_seeds(seed: int, run_ids: Sequence[int], vary_data: bool):
-  return [int(np.random.SeedSequence([seed, r if vary_data else 0]).generate_state(1)[0])
-          for r in run_ids]
+def data_seeds(seed: int, run_ids: Sequence[int], vary_data: bool, streams_per_run: int = 1):
+  """Data seeds of every (run, stream), run-major (Method.streams_per_run streams per run).
+
+  Stream 0 of run r has the run's seed, so member 0 of an independent ensemble sees exactly
+  the baseline's batches of run r; stream m > 0 (member m) gets a seed of its own.
+  """
+  return [int(np.random.SeedSequence([seed, r if vary_data else 0] + ([m] if m else []))
+              .generate_state(1)[0]) for r in run_ids for m in range(streams_per_run)]
 
 
 def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
@@ -100,14 +106,14 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
     if restored is not None:
       state = restored
       logging.info("method %s: resumed from step %d", method.name, start_step)
-  x_range = (float(dataset.x_train.min()), float(dataset.x_train.max())) \
-      if hasattr(dataset, "x_train") else None  # ODS clips perturbed inputs to the data range.
+  x_range = perturb.input_range(dataset)  # Pixel units of ODS / Gaussian perturbations.
   teacher_model = models.get_model(config.model.name, dataset.num_classes, **{
       k: v for k, v in config.model.items() if k != "name"})  # The study's model.
   train_step = step_lib.make_train_step(model, method, tx, strategy, x_range, teacher_model)
   teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
   batches = dataset.train_batches(config.batch_size,
-                                  data_seeds(config.seed, run_ids, "data" in vary),
+                                  data_seeds(config.seed, run_ids, "data" in vary,
+                                             method.streams_per_run),
                                   start_step, num_steps - start_step)
   batch_sharding = sharding.batch_sharding(mesh)
 

@@ -14,7 +14,7 @@ from churn_jax import config_lib, data, methods, models, sharding, stack
 _COEFFICIENT_RANGES = {
     "entropy": {"beta": (0.0, 1.0)},
     "skl": {"beta": (0.0, 1.0)},
-    "codistill": {"beta": (0.0, math.inf), "entropy_beta": (0.0, 1.0)},
+    "codistill": {"beta": (0.0, math.inf), "entropy_beta": (0.0, 1.0), "skl_beta": (0.0, 1.0)},
     "codistill_ce": {"beta": (0.0, math.inf)},
     "mutual": {"beta": (0.0, math.inf)},
     "anti_distill": {"beta": (0.0, math.inf)},

@@ -55,6 +55,7 @@ def get_config(arg=None):
 
 def get_sweep():
   """Coefficient ranges of Bhojanapalli et al. 2021, App. A, as config overrides."""
-  return config_lib.coefficient_sweep(entropy_betas=(0.1, 0.2, 0.3, 0.4, 0.5),
-                                      skl_betas=(0.001, 0.005, 0.01),
-                                      codistill_betas=(0.5, 1.0, 2.0, 3.0))
+  entropy_betas, skl_betas = (0.1, 0.2, 0.3, 0.4, 0.5), (0.001, 0.005, 0.01)
+  return (config_lib.coefficient_sweep(entropy_betas=entropy_betas, skl_betas=skl_betas,
+                                       codistill_betas=(0.5, 1.0, 2.0, 3.0))
+          + config_lib.regularized_codistill_sweep(entropy_betas, skl_betas))

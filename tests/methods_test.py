@@ -148,7 +148,7 @@ class MethodsTest(parameterized.TestCase):
               for i in range(m))
     value, metrics = method.loss(jnp.asarray(z), y, 0)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
-    np.testing.assert_allclose(metrics["beta"], beta)
+    np.testing.assert_allclose(metrics["coef/beta"], beta)
     self.assertEqual((method.prediction, method.num_members, method.training_cost),
                      ("member0", m, float(m)))
 
@@ -177,7 +177,7 @@ class MethodsTest(parameterized.TestCase):
     ce = np_ce(p[0], y) + np_ce(p[1], y)
     value, metrics = method.loss(jnp.asarray(z), y, 9)
     np.testing.assert_allclose(value, ce, rtol=1e-5)  # Plain CE before the burn-in step.
-    self.assertEqual(float(metrics["beta"]), 0.0)
+    self.assertEqual(float(metrics["coef/beta"]), 0.0)
     value, _ = method.loss(jnp.asarray(z), y, 10)
     ref = ce + 2.0 * (np_soft_ce(p[1], p[0]) + np_soft_ce(p[0], p[1]))
     np.testing.assert_allclose(value, ref, rtol=1e-5)
@@ -322,6 +322,50 @@ class MethodsTest(parameterized.TestCase):
       with self.subTest(**{k: str(v) for k, v in kwargs.items()}):
         with self.assertRaisesRegex(ValueError, pattern):
           build(**kwargs)
+
+
+class PaperFidelityTest(parameterized.TestCase):
+  """Regularised co-distillation (eq. 19) and independent ensemble members, against numpy."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_codistill_with_skl_to_uniform_regulariser(self):
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(2, 6, 5)) * 2).astype(np.float32)
+    y = rng.integers(0, 5, size=6)
+    p = np_softmax(z.astype(np.float64))
+    u = np.full(5, 0.2)
+    beta, s = 0.8, 0.3
+    method = build(kind="codistill", beta=beta, skl_beta=s)
+    ce = sum(np_ce(p[i], y) for i in range(2))
+    sklu = sum(np_kl(p[i], u) + np_kl(u, p[i]) for i in range(2))
+    pair = np_kl(p[0], p[1]) + np_kl(p[1], p[0])
+    value, metrics = self.variant(method.loss)(jnp.asarray(z), y, 0)
+    np.testing.assert_allclose(value, (1 - s) * ce - s * sklu + beta * pair, rtol=1e-5)
+    np.testing.assert_allclose(metrics["coef/skl_beta"], s)
+    np.testing.assert_allclose(metrics["skl_uniform"], sklu / 2, rtol=1e-5)
+    # top_k = 3: the regulariser on the renormalised top-3 probabilities of each member.
+    top = np.sort(p, -1)[..., -3:]
+    q = top / top.sum(-1, keepdims=True)
+    u3 = np.full(3, 1 / 3)
+    sklu3 = sum(np_kl(q[i], u3) + np_kl(u3, q[i]) for i in range(2))
+    value3, _ = self.variant(build(kind="codistill", beta=beta, skl_beta=s, top_k=3).loss)(
+        jnp.asarray(z), y, 0)
+    np.testing.assert_allclose(value3, (1 - s) * ce - s * sklu3 + beta * pair, rtol=1e-5)
+
+  def test_ensemble_members_get_their_own_labels(self):
+    z = (np.random.default_rng(4).normal(size=(2, 5, 4)) * 2).astype(np.float32)
+    p = np_softmax(z.astype(np.float64))
+    y = np.stack([np.arange(5) % 4, (np.arange(5) + 1) % 4])  # (M, B): independent batches.
+    method = build(kind="ensemble", num_members=2)
+    self.assertEqual((method.member_data, method.streams_per_run), ("independent", 2))
+    value, _ = method.loss(jnp.asarray(z), y, 0)
+    np.testing.assert_allclose(value, np_ce(p[0], y[0]) + np_ce(p[1], y[1]), rtol=1e-5)
+    shared = build(kind="ensemble", num_members=2, member_data="shared")
+    self.assertEqual(shared.streams_per_run, 1)
+    np.testing.assert_allclose(shared.loss(jnp.asarray(z), y[0], 0)[0],
+                               np_ce(p[0], y[0]) + np_ce(p[1], y[0]), rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, "member_data"):
+      build(kind="ensemble", member_data="sometimes")
 
 
 if __name__ == "__main__":

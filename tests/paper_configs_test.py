@@ -129,6 +129,29 @@ class PaperConfigTest(absltest.TestCase):
         self.assertLen(names, len(sweep))
         self.assertEqual(config.to_dict(), module.get_config().to_dict())  # Not mutated.
 
+  def test_every_method_in_every_config_with_the_papers_temperature_and_top_k(self):
+    from churn_jax import config_lib  # pylint: disable=g-import-not-at-top
+    every = set(config_lib.ALL_METHODS.split(","))
+    temperature = {"cifar10": 3.0, "cifar100": 4.0, "svhn": 4.0, "imagenet": 1.0,
+                   "inaturalist": 1.0}  # Bhojanapalli et al. 2021, App. A.
+    for name, module in _CONFIGS.items():
+      if not hasattr(module, "get_config"):
+        continue
+      with self.subTest(name):
+        config = module.get_config()
+        self.assertContainsSubset(every, set(config.method_configs))
+        if name not in _PAPER:
+          continue
+        config.methods = config_lib.ALL_METHODS
+        validate.validate_config(config)  # Every entry builds.
+        kd = config.method_configs.ens_distill
+        self.assertEqual(kd.temperature, temperature[name])
+        for ods in ("ods_distill", "ods_conf_distill", "noise_distill"):
+          self.assertEqual(config.method_configs[ods].temperature, temperature[name])
+        top_k = 10 if name in ("imagenet", "inaturalist") else None
+        for reg in ("entropy", "skl", "codistill_entropy", "codistill_skl"):
+          self.assertEqual(config.method_configs[reg].top_k, top_k, reg)
+
   def test_paper_sweep_ranges(self):
     for name in _PAPER:
       sweep = _CONFIGS[name].get_sweep()
@@ -136,6 +159,8 @@ class PaperConfigTest(absltest.TestCase):
       self.assertEqual(betas("method_configs.entropy.beta"), [0.1, 0.2, 0.3, 0.4, 0.5])
       self.assertEqual(betas("method_configs.skl.beta"), [0.1, 0.2, 0.3, 0.4, 0.5])
       self.assertEqual(betas("method_configs.codistill.beta.value"), [0.5, 1, 2, 3, 4, 5])
+      self.assertEqual(betas("method_configs.codistill_skl.skl_beta.value"),
+                       [0.1, 0.2, 0.3, 0.4, 0.5])  # Eq. 19: the regulariser's range.
 
   def test_unknown_override_fails_in_one_line(self):
     config = _CONFIGS["cifar10"].get_config()
@@ -237,7 +262,7 @@ class RunlocalTrainingTest(absltest.TestCase):
     code = _TRAIN.format(path=os.path.join(_ROOT, f"experiments/{name}.py"),
                          methods=methods, workdir=workdir)
     proc = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, env=_child_env(),
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=1200)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS=")][-1]
     results = json.loads(line[len("RESULTS="):])
@@ -252,6 +277,12 @@ class RunlocalTrainingTest(absltest.TestCase):
   def test_cifar10_runlocal_trains_codistillation(self):
     results = self.train("cifar10", "codistill")
     self.assertEqual(results["codistill"]["num_members"], 2)
+
+  def test_cifar10_runlocal_trains_ensembles_distillation_and_anil(self):
+    # Table 2's 2-ensemble distillation and Anil et al. rows, Table 6's ensemble.
+    results = self.train("cifar10", "baseline,ensemble2,ens_distill,codistill_ce")
+    self.assertEqual(results["ensemble2"]["num_members"], 2)
+    self.assertEqual(results["ens_distill"]["training_cost"], 3.0)
 
   def test_svhn_runlocal_trains_baseline_and_regularizer(self):
     results = self.train("svhn", "baseline,skl")

@@ -10,7 +10,8 @@ across the mini-batch. The paper's abstract does not pin down the exact form; we
 correlation so the penalty is minimised at zero correlation rather than rewarding
 anti-correlation, and average over member pairs so beta's scale does not depend on M. Members
 are updated jointly (the penalty's gradient reaches both members of a pair). The deployed
-prediction is the ensemble mean; training and inference cost M models.
+prediction is the ensemble mean; training and inference cost M models. Members share every
+batch (member_data "shared"): the penalty correlates their outputs over the same examples.
 
 cfg keys: num_members (default 2), beta (the paper's lambda; number or schedule),
 outputs ('probs' | 'logits', default 'probs'), eps (default 1e-6, see the penalty).
@@ -45,7 +46,7 @@ def build(name, cfg, num_steps) -> base.Method:
     ce = sum(losses.cross_entropy(logits[i], labels) for i in range(num_members))
     out = to_outputs(logits)
     corr = sum(losses.batch_correlation_penalty(out[i], out[j], eps) for i, j in pairs) / len(pairs)
-    return ce + beta * corr, {"ce": ce / num_members, "correlation": corr, "beta": beta}
+    return ce + beta * corr, {"ce": ce / num_members, "correlation": corr, "coef/beta": beta}
 
   return base.Method(name=name, num_members=num_members, loss=loss, prediction="ensemble_mean",
                      training_cost=float(num_members), inference_cost=float(num_members))

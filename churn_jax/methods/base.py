@@ -4,6 +4,12 @@ A method never touches optimizers, data or devices. The trainer applies every me
 to the run's batch and hands the stacked logits to `Method.loss`; the loss returns a scalar
 and a dict of scalar metrics for logging. Runs never see each other: the trainer maps the
 loss over the run axis and sums, so the gradient of run r is the gradient of run r's loss.
+
+Which batch a member sees is declared by `member_data`: "shared" (every member of a run sees
+the run's batch; the coupled methods need it, their losses compare members on the same
+examples) or "independent" (each member has its own data seed and order, like a separately
+trained model: deep ensembles). Metrics named "coef/<name>" are the coefficients the loss
+applied at that step (schedules included), so logs show what the trainer really used.
 """
 
 import dataclasses
@@ -14,19 +20,30 @@ import chex
 import jax
 import jax.numpy as jnp
 
-# (logits (M, B, K), labels (B,), step (), extra) -> (scalar loss, {name: scalar}).
+# (logits (M, B, K), labels, step (), extra) -> (scalar loss, {name: scalar}); labels are
+# (B,) for member_data "shared" and (M, B) for "independent" (`member_labels` gives (M, B)).
 # `extra` holds what the trainer computes for the method, per run (see Method):
 #   "peer_logits" (M, B, K): the members' stale copies (stale_refresh_steps > 0), no gradient;
 #   "teacher_logits" (Mt, B, K): the frozen stage-1 teacher on the batch (teacher set);
 #   "aux_logits" (M, B, K) and "aux_teacher_logits" (Mt, B, K): student (with gradient) and
 #   teacher on the inputs made by `input_transform`.
 LossFn = Callable[..., Tuple[jax.Array, Mapping[str, jax.Array]]]
-# (x (B, ...), teacher_logits_fn: x -> (Mt, B, K), rng, x_range) -> perturbed x (B, ...).
+# (x (B, ...), teacher_logits_fn: x -> (Mt, B, K), rng, x_range) -> perturbed x (B, ...);
+# x_range = (lo, hi), the model inputs of pixel values 0 and 1 (methods/perturb.py).
 InputTransform = Callable[..., jax.Array]
 # (study model name, model kwargs) -> (name, kwargs) of the architecture a method trains.
 ModelSpec = Callable[[str, dict], Tuple[str, dict]]
 
 PREDICTIONS = ("member0", "ensemble_mean")
+MEMBER_DATA = ("shared", "independent")
+
+
+def member_labels(labels, num_members: int):
+  """Labels of each member, (M, B): per-member labels as given, shared (B,) broadcast."""
+  labels = jnp.asarray(labels)
+  if labels.ndim == 2:
+    return labels
+  return jnp.broadcast_to(labels, (num_members,) + labels.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +72,10 @@ class Method:
     model_ensemble_size: E > 1 when one model holds E members (BatchEnsemble): its logits are
       (B, E, K), the loss sees (M, B, E, K), and the deployed prediction first averages the
       E members' probabilities.
+    member_data: "shared" (one batch per run, seen by every member) or "independent" (each
+      member its own data seed: the trainer feeds (R*M) streams and member m of run r gets
+      stream r*M + m; the loss receives logits of different examples per member and labels
+      (M, B)). Independent members take no teacher, stale peers or input transform.
 
   `loss` is wrapped at construction with chex shape checks of its boundary (logits, labels,
   step, the teacher's logits, a scalar result): they run when the step is traced, not per step.
@@ -71,6 +92,12 @@ class Method:
   init_salt: int = 0
   student_model: Optional[ModelSpec] = None
   model_ensemble_size: int = 1
+  member_data: str = "shared"
+
+  @property
+  def streams_per_run(self) -> int:
+    """Data streams the trainer feeds each run: M for independent members, else 1."""
+    return self.num_members if self.member_data == "independent" else 1
 
   def __post_init__(self):
     if self.num_members < 1:
@@ -87,6 +114,13 @@ class Method:
     raw_loss = getattr(self.loss, "unchecked", self.loss)
     object.__setattr__(self, "loss", _checked_loss(raw_loss, self.num_members,
                                                    self.model_ensemble_size))
+    if self.member_data not in MEMBER_DATA:
+      raise ValueError(f"method {self.name!r}: member_data must be one of {MEMBER_DATA}, "
+                       f"got {self.member_data!r}")
+    if self.streams_per_run > 1 and (self.teacher is not None or self.stale_refresh_steps
+                                     or self.input_transform is not None):
+      raise ValueError(f"method {self.name!r}: independent member data does not combine with "
+                       f"a teacher, stale peers or an input transform (they need one batch)")
 
   def deployed_probs(self, member_probs):
     """Member probabilities (R, M, N, K) -> deployed probabilities (R, N, K).
@@ -104,20 +138,22 @@ class Method:
 
 
 def _checked_loss(loss: LossFn, num_members: int, model_ensemble_size: int) -> LossFn:
-  """`loss` with chex checks of the contract above: logits (M, B[, E], K), labels (B,), a
+  """`loss` with chex checks of the contract above: logits (M, B[, E], K), labels (B,) or (M, B), a
   scalar step, teacher logits (Mt, B, K) on the same batch, a scalar loss and scalar metrics.
 
   Shapes are static, so under jit the checks cost only tracing time.
   """
   @functools.wraps(loss)
   def checked(logits, labels, step, extra=None):
-    chex.assert_rank(labels, 1)
+    chex.assert_rank(labels, {1, 2})  # (B,) shared, or (M, B) with independent member data.
+    if labels.ndim == 2:
+      chex.assert_axis_dimension(labels, 0, num_members)
     heads = (model_ensemble_size,) if model_ensemble_size > 1 else ()
-    chex.assert_shape(logits, (num_members, labels.shape[0]) + heads + (None,))
+    chex.assert_shape(logits, (num_members, labels.shape[-1]) + heads + (None,))
     chex.assert_rank(step, 0)
     for key in ("teacher_logits", "aux_teacher_logits"):
       if extra and key in extra:
-        chex.assert_shape(extra[key], (None, labels.shape[0], logits.shape[-1]))
+        chex.assert_shape(extra[key], (None, labels.shape[-1], logits.shape[-1]))
     value, metrics = loss(logits, labels, step, extra)
     chex.assert_rank(value, 0)
     chex.assert_rank(list(metrics.values()), 0)

@@ -10,6 +10,13 @@ tempered probabilities. `cfg.teacher` names the method config of the teacher:
     outputs);
   - `perturbation` "ods" / "ods_confidence" / "gaussian" computes the KD term on perturbed
     inputs (Nam et al. 2021, diversity-seeking distillation) while CE stays on clean inputs.
+    As in the authors' code (methods/perturb.py), the ODS softmax uses the KD temperature,
+    `step_size` is eta and `noise_std` is sigma, both in 1/255 pixel levels (default 1, the
+    authors' default), and the teacher's targets are computed on the perturbed inputs.
+
+cfg keys: teacher, alpha (default 0.5), temperature (default 1), perturbation (default
+"none"), step_size, noise_std, init_salt (default 1). The student is one model, so the
+data order question (Method.member_data) does not arise.
 """
 
 import functools
@@ -36,13 +43,13 @@ def kd_term(student_logits, teacher_logits, temperature):
   return temperature ** 2 * jnp.mean(jnp.sum(target * (log_t - log_s), axis=-1))
 
 
-def _transform(cfg, perturbation):
+def _transform(cfg, perturbation, temperature):
   if perturbation == "none":
     return None
   if perturbation == "gaussian":
-    return functools.partial(perturb.gaussian, noise_std=float(cfg.get("noise_std", 0.1)))
-  return functools.partial(perturb.ods, step_size=float(cfg.get("step_size", 0.1)),
-                           temperature=float(cfg.get("ods_temperature", 1.0)),
+    return functools.partial(perturb.gaussian, noise_std=float(cfg.get("noise_std", 1.0)))
+  return functools.partial(perturb.ods, step_size=float(cfg.get("step_size", 1.0)),
+                           temperature=temperature,
                            confidence_scaled=perturbation == "ods_confidence")
 
 
@@ -56,7 +63,7 @@ def build(name, cfg, num_steps) -> base.Method:
                      f"{', '.join(PERTURBATIONS)}")
   alpha_fn = schedules.from_config(cfg.get("alpha", 0.5), num_steps)
   temperature = float(cfg.get("temperature", 1.0))
-  transform = _transform(cfg, perturbation)
+  transform = _transform(cfg, perturbation, temperature)
 
   def loss(logits, labels, step, extra):
     alpha = alpha_fn(step)
@@ -65,7 +72,7 @@ def build(name, cfg, num_steps) -> base.Method:
       kd = kd_term(logits[0], extra["teacher_logits"], temperature)
     else:
       kd = kd_term(extra["aux_logits"][0], extra["aux_teacher_logits"], temperature)
-    return (1.0 - alpha) * ce + alpha * kd, {"ce": ce, "kd": kd, "alpha": alpha}
+    return (1.0 - alpha) * ce + alpha * kd, {"ce": ce, "kd": kd, "coef/alpha": alpha}
 
   # Perturbed inputs cost one more student forward/backward and a teacher gradient.
   cost = 1.0 if transform is None else 2.0

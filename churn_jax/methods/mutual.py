@@ -20,7 +20,8 @@ kind "codistill_ce": co-distillation of Anil et al. 2018 ("Large scale distribut
 
 D(q, p_i) for a fixed q differs between KL and CE only by H(q), so both kinds have the same
 gradient d/dz_i = p_i - mean_j p_j (times beta, per example) and differ in the logged value.
-The deployed model is member 0 (either model can be kept); training costs M models.
+The deployed model is member 0 (either model can be kept); training costs M models. Members
+share every batch (member_data "shared": each distils from its peers on the same examples).
 
 cfg keys: num_members (default 2), beta (number or schedule; default 1.0).
 """
@@ -72,7 +73,7 @@ def peer_distill_loss(logits, labels, peer_logits, beta, distance="ce"):
   """Sum over members of `member_terms`, and the mean CE / distillation metrics."""
   terms, ce, distill = member_terms(logits, labels, peer_logits, beta, distance)
   return jnp.sum(terms), {"ce": jnp.mean(ce), "distill": jnp.mean(distill),
-                          "beta": jnp.asarray(beta, jnp.float32)}
+                          "coef/beta": jnp.asarray(beta, jnp.float32)}
 
 
 def anil_loss(logits, labels, peer_logits, beta):

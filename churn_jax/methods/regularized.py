@@ -24,24 +24,27 @@ _REGULARISERS = {
 }
 
 
-def build(name, cfg, num_steps) -> base.Method:
-  full, top_k_fn, sign, reg_name = _REGULARISERS[cfg.kind]
-  top_k = cfg.get("top_k", None)
+def regulariser(name: str, kind: str, top_k):
+  """(logits (B, K) -> mean regulariser, sign in the objective, metric name) of `kind`."""
+  full, top_k_fn, sign, reg_name = _REGULARISERS[kind]
   if top_k is None:
-    regulariser = full
-  else:
-    if int(top_k) < 2:  # One renormalised probability is always 1: no regulariser at all.
-      raise ValueError(f"method {name!r}: top_k must be >= 2 or None, got {top_k}")
-    regulariser = functools.partial(top_k_fn, k=int(top_k))
+    return full, sign, reg_name
+  if int(top_k) < 2:  # One renormalised probability is always 1: no regulariser at all.
+    raise ValueError(f"method {name!r}: top_k must be >= 2 or None, got {top_k}")
+  return functools.partial(top_k_fn, k=int(top_k)), sign, reg_name
+
+
+def build(name, cfg, num_steps) -> base.Method:
+  regulariser_fn, sign, reg_name = regulariser(name, cfg.kind, cfg.get("top_k", None))
   beta_fn = schedules.from_config(cfg.beta, num_steps)
 
   def loss(logits, labels, step, extra=None):
     del extra  # Needs nothing from the trainer beyond the logits.
     beta = beta_fn(step)
     ce = losses.cross_entropy(logits[0], labels)
-    reg = regulariser(logits[0])
+    reg = regulariser_fn(logits[0])
     # Mean of the per-example convex combination of eqs. (6)/(7) = combination of the means.
     value = (1.0 - beta) * ce + sign * beta * reg
-    return value, {"ce": ce, reg_name: reg, "beta": beta}
+    return value, {"ce": ce, reg_name: reg, "coef/beta": beta}
 
   return base.Method(name=name, num_members=1, loss=loss)
