@@ -277,10 +277,12 @@ class MethodsTest(parameterized.TestCase):
     runs, b, k = 2, 5, 4
     for kind in methods.METHOD_KINDS:
       with self.subTest(kind=kind):
-        method = build(kind=kind, beta=0.1, teacher="ensemble")
+        method = build(kind=kind, beta=0.1, teacher="ensemble",
+                       **({"ensemble_size": 2} if kind == "be_distill" else {}))
         self.assertEqual(method.name, kind)
         m = method.num_members
-        logits = jnp.asarray(self.rng.normal(size=(runs, m, b, k)), jnp.float32)
+        heads = (method.model_ensemble_size,) if method.model_ensemble_size > 1 else ()
+        logits = jnp.asarray(self.rng.normal(size=(runs, m, b) + heads + (k,)), jnp.float32)
         labels = jnp.asarray(self.rng.integers(0, k, size=(runs, b)))
         # What the trainer passes beyond the logits (a 2-member teacher here).
         extra = {name: jnp.asarray(self.rng.normal(size=(runs, 2, b, k)), jnp.float32)
@@ -298,7 +300,8 @@ class MethodsTest(parameterized.TestCase):
         np.testing.assert_allclose(values[0], method.loss(logits[0], labels[0], 3, extra0)[0],
                                    rtol=1e-5)
         probs = jax.nn.softmax(logits)
-        expected = probs[:, 0] if method.prediction == "member0" else probs.mean(1)
+        flat = probs.mean(3) if heads else probs  # A BatchEnsemble model deploys its mean.
+        expected = flat[:, 0] if method.prediction == "member0" else flat.mean(1)
         np.testing.assert_allclose(method.deployed_probs(probs), expected, rtol=1e-6)
 
   def test_deployed_probs(self):

@@ -63,7 +63,7 @@ def build(name, cfg, num_steps) -> base.Method:
                      f"{', '.join(distill.PERTURBATIONS)}")
   alpha_fn = schedules.from_config(cfg.get("alpha", 0.5), num_steps)
   temperature = float(cfg.get("temperature", 1.0))
-  transform = distill._transform(cfg, perturbation)  # pylint: disable=protected-access
+  transform = distill._transform(cfg, perturbation, temperature)  # pylint: disable=protected-access
 
   def loss(logits, labels, step, extra):
     if transform is None:
