@@ -22,10 +22,15 @@ from scipy import stats
 
 from churn_jax import data as data_lib, host_devices, methods, step as step_lib, train, validate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/multiview.py[:args]",
-                                          lock_config=True)
-_OUT = flags.DEFINE_string("out", "", "Optional JSON file for the per-run values.")
-_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples of the runs.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags exist only when run as a script, so tests can import the functions."""
+  config_flags.DEFINE_config_file("config", None, "experiments/multiview.py[:args]",
+                                  lock_config=True)
+  flags.DEFINE_string("out", "", "Optional JSON file for the per-run values.")
+  flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples of the runs.")
 
 SLICES = ("all", "single", "multi")
 
@@ -78,6 +83,12 @@ def compare(values_a, values_b, num_resamples, seed=0):
   return out
 
 
+def view_correlation(params, views):
+  """(R, k, 2): max over members and filters of <w_{j,r}, v_{j,l}> for each class view."""
+  w = np.asarray(params["filters"])
+  return np.einsum("rmjfd,jld->rmjfl", w, views).max(axis=(1, 3))
+
+
 def views_learned(params, views, rho):
   """Per run: fraction of classes whose views BOTH reach rho in some filter of some member.
 
@@ -85,9 +96,7 @@ def views_learned(params, views, rho):
   max over members and filters of <w_{j,r}, v_{j,l}> >= rho (the linear phase of ReLU~).
   Also returns the fraction with at least one view learned.
   """
-  w = np.asarray(params["filters"])
-  corr = np.einsum("rmjfd,jld->rmjfl", w, views).max(axis=(1, 3))  # (R, k, 2)
-  learned = corr >= rho
+  learned = view_correlation(params, views) >= rho
   return learned.all(-1).mean(-1), learned.any(-1).mean(-1)
 
 
@@ -131,6 +140,8 @@ def report(config, dataset, results, num_resamples):
       both, _ = views_learned(results[name][2].params, dataset.views, config.model.rho)
       row.append(_fmt(both))
       entry["both_views_learned"] = both.tolist()
+      entry["view_correlation"] = view_correlation(results[name][2].params,
+                                                   dataset.views).tolist()
     lines.append("| " + " | ".join(row) + " |")
     dump["methods"][name] = entry
   lines += ["", "Difference to baseline (method - baseline, percentage points): accuracy with "
@@ -154,7 +165,7 @@ def report(config, dataset, results, num_resamples):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  config = FLAGS.config
   host_devices.configure(host_devices.requested_count(config))
   try:
     validate.validate_config(config)
@@ -168,16 +179,17 @@ def main(argv):
     sys.exit(1)
   start = time.perf_counter()
   results = run_methods(config, dataset)
-  table, dump = report(config, dataset, results, _BOOTSTRAP.value)
+  table, dump = report(config, dataset, results, FLAGS.bootstrap)
   dump["wall_seconds"] = time.perf_counter() - start
   print(table)
   print(f"\ntrain + predict wall time: {dump['wall_seconds']:.0f} s, "
         f"{int(dataset.single_view_test.sum())} single-view / "
         f"{int((~dataset.single_view_test).sum())} multi-view test examples")
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump(dump, f, indent=1)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
