@@ -159,14 +159,16 @@ class SlicesTest(absltest.TestCase):
     slices = _load("experiments/multiview_slices.py")
     labels = np.array([0, 1, 0, 1])
     single = np.array([True, True, False, False])
-    pred = np.array([[0, 1, 0, 1], [1, 1, 0, 0]])  # Run 1 wrong on examples 0 and 3.
+    pred = np.array([[0, 1, 0, 1], [1, 0, 0, 1]])  # Run 1 wrong on both single-view examples.
     probs = np.eye(2)[pred]
     v = slices.slice_values(probs, labels, single)
-    np.testing.assert_allclose(v["single"]["accuracy"], [1.0, 0.5])
-    np.testing.assert_allclose(v["multi"]["accuracy"], [1.0, 0.5])
+    np.testing.assert_allclose(v["single"]["accuracy"], [1.0, 0.0])
+    np.testing.assert_allclose(v["multi"]["accuracy"], [1.0, 1.0])
+    np.testing.assert_allclose(v["all"]["accuracy"], [1.0, 0.5])
     self.assertAlmostEqual(v["all"]["churn_matrix"][0, 1], 0.5)
-    self.assertAlmostEqual(v["single"]["churn_matrix"][0, 1], 0.5)
-    self.assertAlmostEqual(v["multi"]["churn_matrix"][1, 0], 0.5)
+    self.assertAlmostEqual(v["single"]["churn_matrix"][0, 1], 1.0)
+    self.assertAlmostEqual(v["multi"]["churn_matrix"][1, 0], 0.0)
+    self.assertAlmostEqual(v["single"]["churn_matrix"][1, 1], 0.0)
 
   def test_views_learned_hand_made(self):
     slices = _load("experiments/multiview_slices.py")
