@@ -302,7 +302,7 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(
         set(models.MODEL_NAMES),
         {'mlp', 'conv1d', 'lenet5', 'resnet20', 'resnet32', 'resnet56',
-         'resnet_cifar', 'resnet_v2_50'})
+         'resnet_cifar', 'resnet_v2_50', 'patchnet'})
     self.assertIsInstance(models.MODEL_NAMES, tuple)
 
   @parameterized.parameters(
@@ -355,7 +355,7 @@ class RegistryTest(parameterized.TestCase):
 
   def test_predicates(self):
     for name in models.MODEL_NAMES:
-      self.assertEqual(models.uses_convolutions(name), name != 'mlp', name)
+      self.assertEqual(models.uses_convolutions(name), name not in ('mlp', 'patchnet'), name)
       self.assertEqual(models.has_batch_norm(name), name.startswith('resnet'),
                        name)
 
