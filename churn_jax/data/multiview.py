@@ -3,8 +3,9 @@
 Each class j owns two "views" v_{j,1}, v_{j,2}: 2k orthonormal vectors in R^d. An example is
 P patches x_1..x_P in R^d (input shape (P, d)). Its label y is uniform over the k classes and
 its feature set V(X) holds its class's views plus "feature noise": every view of every other
-class independently with probability `feature_noise_prob`. Each feature v in V(X) occupies
-`patches_per_view` patches of its own (disjoint), and there
+class independently with probability `feature_noise_prob` (kept only while free patches
+remain: at most P // C_p features in all). Each feature v in V(X) occupies
+`patches_per_view` = C_p patches of its own (disjoint), and there
     x_p = z_p v + sum_{v' in V(X), v' != v} alpha_{p,v'} v' + xi_p,
 with alpha in [0, patch_mix] and xi_p ~ N(0, noise_std^2 I_d); the remaining patches hold only
 the alpha mixture and the Gaussian noise. The weights z_p are a random (Dirichlet) split of a
