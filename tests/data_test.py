@@ -300,12 +300,12 @@ class GetDatasetTest(absltest.TestCase):
   def test_unknown_and_incomplete(self):
     with self.assertRaisesRegex(
         ValueError, "^unknown dataset 'cifar'; known: digits, mnist1d, "
-        "npz, cifar10, "):
+        "multiview, npz, cifar10, "):
       data.get_dataset(ml_collections.ConfigDict({"name": "cifar"}))
     with self.assertRaisesRegex(ValueError, "needs a non-empty npz_path"):
       data.get_dataset(ml_collections.ConfigDict(
           {"name": "npz", "npz_path": ""}))
-    self.assertEqual(data.DATASET_NAMES, ("digits", "mnist1d", "npz"))
+    self.assertEqual(data.DATASET_NAMES, ("digits", "mnist1d", "multiview", "npz"))
 
 
 class RunBatchesTest(absltest.TestCase):

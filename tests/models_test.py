@@ -348,7 +348,7 @@ class RegistryTest(parameterized.TestCase):
         set(models.MODEL_NAMES),
         {'mlp', 'conv1d', 'lenet5', 'resnet20', 'resnet32', 'resnet56',
          'resnet_cifar', 'resnet_v2_50', 'wrn', 'wrn28_10', 'be_mlp', 'be_wrn',
-         'be_wrn28_10'})
+         'be_wrn28_10', 'patchnet'})
     self.assertIsInstance(models.MODEL_NAMES, tuple)
 
   @parameterized.parameters(
@@ -403,7 +403,7 @@ class RegistryTest(parameterized.TestCase):
   def test_predicates(self):
     for name in models.MODEL_NAMES:
       self.assertEqual(models.uses_convolutions(name),
-                       name not in ('mlp', 'be_mlp'), name)
+                       name not in ('mlp', 'be_mlp', 'patchnet'), name)
       self.assertEqual(models.has_batch_norm(name),
                        name.startswith(('resnet', 'wrn', 'be_wrn')), name)
 

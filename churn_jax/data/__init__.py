@@ -10,7 +10,7 @@ from churn_jax.data.mnist1d import load_mnist1d
 from churn_jax.data.npz import load_npz
 from churn_jax.data.ordering import RunBatches, prefetch
 
-DATASET_NAMES = ("digits", "mnist1d", "npz")
+DATASET_NAMES = ("digits", "mnist1d", "multiview", "npz")
 # Read with tfds.data_source from a prepared data_dir (churn_jax/data/tfds_source.py).
 TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "imagenet2012", "i_naturalist2018")
 
@@ -64,6 +64,11 @@ def get_dataset(data_config) -> Dataset:
         **seed_kwargs)
   if name == "digits":
     return load_digits(**seed_kwargs)
+  if name == "multiview":
+    # Allen-Zhu & Li 2020's multi-view data; every generator argument is a data-config key.
+    from churn_jax.data import multiview
+    return multiview.generate(**{k: data_config[k] for k in multiview.CONFIG_KEYS
+                                 if k in data_config})
   if name in TFDS_NAMES:
     # Lazy import: tensorflow_datasets is slow to import and only these need it.
     from churn_jax.data import tfds_source

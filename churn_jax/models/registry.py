@@ -9,6 +9,7 @@ from churn_jax.models.batchensemble import BEMLP, BEWideResNet
 from churn_jax.models.conv1d import Conv1DNet
 from churn_jax.models.lenet import LeNet5
 from churn_jax.models.mlp import MLP
+from churn_jax.models.patchnet import PatchNet
 from churn_jax.models.resnet_cifar import ResNetCIFAR
 from churn_jax.models.resnet_v2 import ResNetV2
 from churn_jax.models.wrn import WideResNet
@@ -29,6 +30,8 @@ class _Spec(NamedTuple):
 _SPECS: dict[str, _Spec] = {
     'mlp': _Spec(MLP, {}, False, False, False, 'be_mlp'),
     'conv1d': _Spec(Conv1DNet, {}, True, False, False),
+    # Allen-Zhu & Li's patch-wise net: an einsum, not a conv op, so vmap suits it on CPU.
+    'patchnet': _Spec(PatchNet, {}, False, False, False),
     'lenet5': _Spec(LeNet5, {}, True, False, True),
     'resnet20': _Spec(ResNetCIFAR, {'depth': 20}, True, True, False),
     'resnet32': _Spec(ResNetCIFAR, {'depth': 32}, True, True, False),

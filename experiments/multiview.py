@@ -1,0 +1,67 @@
+"""Allen-Zhu & Li 2020's multi-view data: single model, deep ensemble, ensemble KD, self-KD.
+
+  python launch/main.py --config=experiments/multiview.py --workdir=/tmp/multiview
+  python experiments/multiview_slices.py --config=experiments/multiview.py   # per-slice table
+Arguments (after a colon): `mlp` (the MLP instead of the paper's patch-wise net), `quick`
+(a smoke run), `runs=N`. The data and learner parameters are the regime found in
+docs/MULTIVIEW.md (small init, power-law phase, few single-view training examples).
+"""
+
+import ml_collections
+
+from churn_jax import config_lib
+
+METHODS = "baseline,ensemble4,ens_distill,self_distill"
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, quick=False, mlp=False, runs=6)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_runs = arg.runs
+  config.vary = "init,data"
+
+  # churn_jax/data/multiview.py documents every field and the paper's range for it.
+  config.data = ml_collections.ConfigDict(dict(
+      name="multiview", npz_path="", seed=0,
+      num_classes=10, dim=100, num_patches=10, patches_per_view=1,
+      num_train=1000, num_test=2000,
+      train_single_view_fraction=0.02, test_single_view_fraction=0.5,
+      view_weight=(1.0, 1.5), weak_view_weight=(0.02, 0.05),
+      feature_noise_prob=0.1, feature_noise_weight_multi=(0.1, 0.4),
+      feature_noise_weight_single=(0.05, 0.1), patch_mix=0.0, noise_std=0.01))
+  config.lr = ml_collections.ConfigDict(dict(
+      base=2.0, warmup_steps=0, decay_steps=(), decay_factor=0.1))
+  if arg.mlp:
+    config.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(256,)))
+    config.lr.base = 0.1  # The patch net's 2.0 diverges an MLP.
+  else:
+    config.model = ml_collections.ConfigDict(dict(
+        name="patchnet", filters_per_class=8, q=3.0, rho=1.0, init_std=0.003))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", momentum=0.0, nesterov=False, weight_decay=0.0))
+  config.batch_size = 100
+  config.num_train_steps = 3000
+
+  config.methods = METHODS
+  config.method_configs = config_lib.all_method_configs(
+      entropy_beta=0.1, skl_beta=0.005, codistill_beta=1.0, kd_alpha=0.5, kd_temperature=2.0)
+  config.method_configs.ens_distill.teacher = "ensemble4"
+
+  config.schurn_alpha = 1.0
+  config.eval_batch_size = 2000
+  config.strategy = "auto"
+  config.cpu_devices = 0
+  config.log_every_steps = 500
+  config.progress = True
+  config.checkpoint_every_steps = 0
+  config.checkpoints_to_keep = 2
+
+  if arg.quick:
+    config.num_runs = min(config.num_runs, 2)
+    config.data.num_train = 200
+    config.data.num_test = 100
+    config.num_train_steps = 20
+    config.eval_batch_size = 100
+    config.log_every_steps = 10
+  return config
