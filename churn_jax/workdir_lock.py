@@ -18,11 +18,39 @@ import os
 import socket
 from typing import Iterator, Optional
 
-import jax
-
 from churn_jax import fileio
 
 LOCK_NAME = ".lock"
+
+
+_SYSTEM_DIRS = ("/proc", "/sys", "/dev")
+
+
+def check_workdir(workdir) -> None:
+  """Raises ValueError (one line) when `workdir` cannot hold a study; touches nothing."""
+  text = "" if workdir is None else os.fspath(workdir)
+  if not text.strip():
+    raise ValueError("--workdir is empty; name a directory for the results")
+  if fileio.is_remote(text):
+    missing = fileio.remote_backend_missing(text)
+    if missing:
+      raise ValueError(f"--workdir={text}: {missing}")
+    return
+  path = os.path.abspath(text)
+  for system in _SYSTEM_DIRS:
+    if path == system or path.startswith(system + "/"):
+      raise ValueError(f"--workdir={text} is under {system}, a system directory")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir={text} is a file, not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir={text}: {existing} is a file, not a directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={text}: {existing} is not writable")
+  if os.statvfs(existing).f_flag & os.ST_RDONLY:
+    raise ValueError(f"--workdir={text}: {existing} is on a read-only filesystem")
 
 
 class WorkdirBusyError(RuntimeError):
@@ -85,6 +113,7 @@ class WorkdirLock:
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[Optional[WorkdirLock]]:
   """Holds the workdir's lock for the `with` body (process 0 only on a multi-host slice)."""
+  import jax  # pylint: disable=g-import-not-at-top  # check_workdir runs before jax loads.
   if jax.process_index() != 0:
     yield None
     return
