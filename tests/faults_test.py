@@ -214,8 +214,8 @@ def cli(tmp, workdir, *flags, umask=None, config=None):
   log = tempfile.NamedTemporaryFile("w+", dir=tmp, suffix=".log", delete=False)
   args = STUDY if config is None else config
   proc = subprocess.Popen(
-      [sys.executable, "launch/main.py", f"--workdir={workdir}",
-       f"--config.data.npz_path={tmp}/data.npz", *args, *flags],
+      [sys.executable, "launch/main.py", f"--workdir={workdir}", *args,
+       f"--config.data.npz_path={tmp}/data.npz", *flags],
       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
       preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
   proc.log_path = log.name

@@ -54,31 +54,21 @@ def load_npz(path) -> Dataset:
       # Truncated members or object arrays (which need pickle).
       raise ValueError(
           f"not a valid npz file: {path} ({_first_line(e)})") from None
-  _check_classes(arrays, path)
   provenance = dict(source="npz", path=os.path.abspath(path), sha256=fileio.sha256(path))
-  return build_dataset(pathlib.Path(path).stem, **arrays, source=path,
-                       provenance=provenance)
+  dataset = build_dataset(pathlib.Path(path).stem, **arrays, source=path,
+                          provenance=provenance)
+  _check_classes(dataset, path)
+  return dataset
 
 
-def _check_classes(arrays: dict, path: str) -> None:
+def _check_classes(dataset: Dataset, path: str) -> None:
   """The class count is inferred as max label + 1: refuse labels that leave classes empty.
 
   A label of 1000 in 10-class data would otherwise silently train a 1001-class model.
   """
-  y_train = np.asarray(arrays["y_train"])
-  y_test = np.asarray(arrays["y_test"])
-  if not (y_train.ndim == 1 and y_test.ndim == 1 and y_train.size and y_test.size):
-    return  # build_dataset names these problems.
-  try:
-    labels = np.concatenate([y_train, y_test]).astype(np.int64)
-  except (TypeError, ValueError, OverflowError):
-    return
-  if labels.min() < 0:
-    return
-  num_classes = int(labels.max()) + 1
-  missing = num_classes - len(np.unique(y_train.astype(np.int64)))
+  missing = dataset.num_classes - len(np.unique(dataset.y_train))
   if missing:
     raise ValueError(
         f"{path}: labels must be 0..K-1 with every class in y_train, but the max label is "
-        f"{num_classes - 1} and {missing} of those {num_classes} classes have no training "
-        f"example")
+        f"{dataset.num_classes - 1} and {missing} of those {dataset.num_classes} classes "
+        f"have no training example")
