@@ -207,8 +207,8 @@ def main(config, workdir: str) -> int:
     print(e, file=sys.stderr, flush=True)
     return e.exit_code
   except KeyboardInterrupt:
-    print("interrupted (second Ctrl-C): the last periodic checkpoint is kept; run the same "
-          "command to resume", file=sys.stderr, flush=True)
+    print("interrupted; checkpoints written so far are kept; run the same command to resume",
+          file=sys.stderr, flush=True)
     return 130
   except (ValueError, FloatingPointError, FileNotFoundError, workdir_lock.WorkdirBusyError,
           PermissionError) as e:

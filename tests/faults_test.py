@@ -283,7 +283,8 @@ class StudyFaultTest(parameterized.TestCase):
       proc = cli(self.tmp, workdir)
       deadline = time.time() + 300
       while not glob.glob(f"{workdir}/checkpoints/{method}-*/[1-9]*"):
-        self.assertIsNone(proc.poll(), finish(proc)[-2000:])
+        if proc.poll() is not None:
+          self.fail(f"finished before the signal: {finish(proc)[-2000:]}")
         self.assertLess(time.time(), deadline)
         time.sleep(0.02)
       proc.send_signal(signum)
@@ -352,8 +353,9 @@ class StudyFaultTest(parameterized.TestCase):
     self.assertEqual(before, (sorted(os.listdir(workdir)), read(f"{workdir}/results.json")))
 
   @parameterized.named_parameters(
-      ("hidden_zero", ["--config.model.hidden=(0,)"], "model.hidden[0] = 0 must be >= 1"),
-      ("hidden_negative", ["--config.model.hidden=(-5,)"], "model.hidden[0] = -5 must be >= 1"),
+      # (The study's own hidden=(16,) comes first: config_flags then holds (16, 0).)
+      ("hidden_zero", ["--config.model.hidden=(0,)"], "] = 0 must be >= 1"),
+      ("hidden_negative", ["--config.model.hidden=(-5,)"], "] = -5 must be >= 1"),
       ("beta_inf", ["--config.method_configs.codistill.beta.value=inf"],
        "method_configs.codistill.beta.value = inf is not a finite number"),
       ("lr_nan", ["--config.lr.base=nan"], "lr.base = nan is not a finite number"),
@@ -430,6 +432,20 @@ class MultiProcessStopTest(absltest.TestCase):
       # Signalled at step 3 on host 0: both stop at the next sync step, 5, and host 1 learns
       # which signal it was.
       self.assertEqual(out.strip().splitlines()[-1], f"stop at 5 signal {int(signal.SIGTERM)}")
+
+
+class HelpTest(absltest.TestCase):
+
+  def test_help_says_what_to_pass(self):
+    proc = subprocess.run([sys.executable, "launch/main.py", "--help"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=120)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    for text in ("--config=CONFIG_FILE[:ARGS] --workdir=DIR", "experiments/mnist1d.py",
+                 "experiments/cifar10.py", "quick", "runlocal", "--config.num_runs=5",
+                 "--config.methods=baseline,codistill", "--config.data.npz_path=FILE",
+                 "config.json"):
+      self.assertIn(text, proc.stdout)
 
 
 class WorkdirCheckTest(absltest.TestCase):
