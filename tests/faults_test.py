@@ -323,12 +323,14 @@ class StudyFaultTest(parameterized.TestCase):
          "workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); "
          "time.sleep(600)", workdir], env=dict(os.environ, PYTHONPATH=ROOT),
         stdout=subprocess.PIPE, text=True)
-    self.assertEqual(holder.stdout.readline().strip(), "held")
-    with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, f"pid {holder.pid} on host"):
-      workdir_lock.WorkdirLock(workdir).acquire()
-    holder.kill()  # SIGKILL: the kernel drops the flock.
-    holder.wait()
-    holder.stdout.close()
+    try:
+      self.assertEqual(holder.stdout.readline().strip(), "held")
+      with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, f"pid {holder.pid} on host"):
+        workdir_lock.WorkdirLock(workdir).acquire()
+    finally:
+      holder.kill()  # SIGKILL: the kernel drops the flock.
+      holder.wait()
+      holder.stdout.close()
     with workdir_lock.WorkdirLock(workdir):
       pass
 
