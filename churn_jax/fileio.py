@@ -44,12 +44,16 @@ def remote_backend_missing(path) -> Optional[str]:
 
 
 def umask() -> int:
-  """The process umask (read once; os.umask can only be read by setting it)."""
+  """The process umask, read once: from /proc (no side effect), else by setting it back."""
   global _umask
   with _umask_lock:
     if _umask is None:
-      _umask = os.umask(0o022)
-      os.umask(_umask)
+      try:
+        with open("/proc/self/status") as f:
+          _umask = next(int(l.split()[1], 8) for l in f if l.startswith("Umask:"))
+      except (OSError, StopIteration, ValueError, IndexError):
+        _umask = os.umask(0o022)  # Briefly changes it for other threads: the fallback only.
+        os.umask(_umask)
     return _umask
 
 
