@@ -1,15 +1,16 @@
 """Results files: results.json (everything), results.csv and results.md (the table).
 
-Every file is written atomically (temporary file in the same directory, then os.replace), so
-an interrupted study never leaves a half-written result.
+Every file is written atomically (churn_jax.fileio: temporary file in the same directory, then
+os.replace; one upload on gs://), so an interrupted study never leaves a half-written result.
 """
 
 import csv
 import io
 import json
 import os
-import tempfile
 from typing import Any, Dict
+
+from churn_jax import fileio
 
 # (column title, results key, shown in percent)
 COLUMNS = (
@@ -25,20 +26,9 @@ COLUMNS = (
 )
 
 
-def atomic_write(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+def atomic_write(path: str, data) -> None:
+  """Writes text or bytes atomically, local or gs:// (churn_jax.fileio.atomic_write)."""
+  fileio.atomic_write(path, data)
 
 
 def _cell(entry: Dict[str, Any], key: str, percent: bool) -> str:

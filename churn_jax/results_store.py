@@ -1,52 +1,153 @@
 """The study's results in its workdir: which methods are finished, and their files.
 
-Each method's entry carries a fingerprint of everything that determines its numbers (the
-config less the bookkeeping keys, plus the method's own entry). A rerun reuses entries whose
-fingerprint matches and refuses to mix in results of a different config.
+Each method's entry carries a fingerprint of everything that determines its numbers: the
+config less the bookkeeping keys, the method's own entry, and the content of the data (the
+npz's sha256, TFDS name:version:split, the generator's parameters and a hash of its output).
+A rerun reuses entries whose fingerprint matches and refuses to mix in results of a different
+config or different data, naming the keys that differ. results.json also records the data
+source actually used and the software and devices that produced the numbers.
 """
 
 import hashlib
 import json
 import os
-from typing import Any, Dict, Sequence
+import platform
+from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 
-from churn_jax import report
+from churn_jax import fileio, report
 
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
                 "checkpoint_every_steps", "checkpoints_to_keep")
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
-def fingerprint(config, name: str) -> str:
-  common = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING}
-  payload = {"config": common, "method": config.method_configs[name].to_dict(), "name": name}
-  text = json.dumps(payload, sort_keys=True, default=str)
+def _payload(config_dict: Dict[str, Any], name: str, data: Optional[Dict[str, Any]]):
+  common = {k: v for k, v in config_dict.items() if k not in _BOOKKEEPING}
+  payload = {"config": common, "method": config_dict["method_configs"][name], "name": name}
+  if data is not None:
+    payload["data"] = data
+  return json.loads(json.dumps(payload, sort_keys=True, default=str))  # Tuples -> lists.
+
+
+def fingerprint(config, name: str, data: Optional[Dict[str, Any]] = None) -> str:
+  """16 hex digits of sha256 over `name`'s config and the data's provenance (`data`)."""
+  config_dict = config if isinstance(config, dict) else config.to_dict()
+  text = json.dumps(_payload(config_dict, name, data), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class ResultsStore:
-  """Reads WORKDIR/results.json once, checks it against the config, and rewrites it."""
+def _flatten(value, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(value, dict):
+    out = {}
+    for key, sub in value.items():
+      out.update(_flatten(sub, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: value}
 
-  def __init__(self, workdir: str, config, names: Sequence[str]):
-    self.workdir = workdir
-    self._path = os.path.join(workdir, "results.json")
-    self._fingerprints = {name: fingerprint(config, name) for name in names}
-    self.results = self._load()
-    for name in names:
-      old = self.results["methods"].get(name)
+
+def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+  """'key: old != new' for short values, 'key differs' for long ones (hashes, paths)."""
+  old, new = _flatten(old), _flatten(new)
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+    if a != b:
+      short = len(repr(a)) <= 24 and len(repr(b)) <= 24
+      out.append(f"{key}: {a} != {b}" if short else f"{key} differs")
+  return out
+
+
+def describe_difference(old_results: Dict[str, Any], config, name: str,
+                        data: Optional[Dict[str, Any]]) -> str:
+  """Why `name`'s stored entry does not match: the keys that differ, '; '-separated."""
+  old_config = old_results.get("config") or {}
+  if name not in old_config.get("method_configs", {}):
+    return "the stored config is not recorded"
+  old = _payload(old_config, name, old_results.get("data"))
+  new = _payload(config.to_dict(), name, data)
+  diffs = _differences({**old["config"], "method_configs": {name: old["method"]}},
+                       {**new["config"], "method_configs": {name: new["method"]}})
+  if "data" in old or "data" in new:
+    diffs += [d for d in _differences({"data": old.get("data", "(not recorded)")},
+                                      {"data": new.get("data")}) if d not in diffs]
+  return "; ".join(diffs) or "the fingerprint's definition changed (an older churn_jax)"
+
+
+def environment() -> Dict[str, Any]:
+  """Software and devices that produced the numbers (bitwise reproducibility holds per these)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  versions = {}
+  for package in _PACKAGES:
+    try:
+      versions[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      versions[package] = None
+  devices = jax.devices()
+  return {"versions": versions, "python": platform.python_version(),
+          "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+          "device_count": len(devices), "process_count": jax.process_count(),
+          "host_cpu": _cpu_model()}
+
+
+def _cpu_model() -> str:
+  """The CPU model: float results differ in the low bits between CPU types (AVX2/AVX-512)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+class ResultsStore:
+  """Reads WORKDIR/results.json, checks it against the config and data, and rewrites it.
+
+  The constructor refuses a foreign workdir without writing anything; `begin` (under the
+  workdir lock) reads the file again, so a study that finished meanwhile is seen, and writes
+  the resolved config to WORKDIR/config.json.
+  """
+
+  def __init__(self, workdir: str, config, names: Sequence[str],
+               data: Optional[Dict[str, Any]] = None):
+    self.workdir = os.fspath(workdir)
+    self._path = os.path.join(self.workdir, "results.json")
+    self._config = config
+    self._names = list(names)
+    self._data = data
+    self._fingerprints = {name: fingerprint(config, name, data) for name in names}
+    self.results = self._load_and_check()
+
+  def _load_and_check(self) -> Dict[str, Any]:
+    results = self._load()
+    for name in self._names:
+      old = results["methods"].get(name)
       if old is not None and old.get("fingerprint") != self._fingerprints[name]:
+        why = describe_difference(results, self._config, name, self._data)
         raise ValueError(f"{self._path} already holds results for method {name!r} from a "
-                         f"different config; use a new --workdir (nothing was changed)")
-    self.results["config"] = config.to_dict()
+                         f"different config or data ({why}); use a new --workdir (nothing "
+                         f"was changed)")
+    results["config"] = self._config.to_dict()
+    if self._data is not None:
+      results["data"] = self._data
+    return results
+
+  def begin(self) -> None:
+    """Re-reads results.json under the workdir lock and writes WORKDIR/config.json."""
+    self.results = self._load_and_check()
+    if jax.process_index() == 0:
+      text = json.dumps(self._config.to_dict(), indent=1, sort_keys=True, default=str)
+      report.atomic_write(os.path.join(self.workdir, "config.json"), text + "\n")
 
   def _load(self) -> Dict[str, Any]:
-    if not os.path.exists(self._path):
+    if not fileio.exists(self._path):
       return {"config": {}, "methods": {}}
     try:
-      with open(self._path) as f:
-        results = json.load(f)
+      results = json.loads(fileio.read_text(self._path))
       assert isinstance(results.get("methods"), dict)
       return results
     except (ValueError, AssertionError, AttributeError) as e:
@@ -62,16 +163,17 @@ class ResultsStore:
   def add(self, name: str, entry: Dict[str, Any], train_seconds: float,
           input_seconds: float = 0.0) -> None:
     self.results["methods"][name] = dict(entry, fingerprint=self._fingerprints[name])
+    # The process that produced the numbers (a resumed study records its last process).
+    self.results["environment"] = environment()
     if jax.process_index() != 0:  # On a multi-host slice one host writes the files.
       return
     report.write_results(self.workdir, self.results)
     # Wall-clock times live apart from results.json, which stays bitwise reproducible.
     timings_path = os.path.join(self.workdir, "timings.json")
     timings = {}
-    if os.path.exists(timings_path):
+    if fileio.exists(timings_path):
       try:
-        with open(timings_path) as f:
-          timings = json.load(f)
+        timings = json.loads(fileio.read_text(timings_path))
       except ValueError:
         timings = {}
     timings[name] = {"train_seconds": train_seconds, "input_wait_seconds": input_seconds,

@@ -5,6 +5,7 @@ trained as one stacked program, every member predicts the test split, the deploy
 predictions of the runs are compared pairwise, and the results files are rewritten.
 """
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, Dict, Optional, Sequence
@@ -18,7 +19,7 @@ import tqdm
 from churn_jax import config_lib, data as data_lib, distributed
 from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
                        results_store, sharding, stack)
-from churn_jax import step as step_lib, validate
+from churn_jax import preemption, step as step_lib, validate, workdir_lock
 from churn_jax.methods import perturb
 
 
@@ -127,8 +128,11 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   input_seconds = 0.0  # Time the loop waited for its next batch (benchmarks/input_pipeline.py).
   # A thread gathers, transfers and shards the next batches while the step runs.
   batch_iter = distributed.prefetch_to_device(batches, batch_sharding, config.batch_size)
+  watcher = preemption.current()  # SIGTERM/SIGINT: stop at a step boundary, checkpointed.
   try:
     for step in range(start_step + 1, num_steps + 1):
+      if watcher.should_stop(step - 1, log_every):
+        _stop(state, method.name, run_ids, checkpointer, step - 1, start_step, watcher.signum)
       wait_start = time.perf_counter()
       batch = next(batch_iter)
       input_seconds += time.perf_counter() - wait_start
@@ -136,7 +140,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
         losses = np.asarray(step_metrics["loss"])
-        _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
+        _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
       if save:
@@ -154,13 +158,26 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                    final_losses=losses)
 
 
-def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int]):
+def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int],
+                  checkpointer: Optional[checkpoint.MethodCheckpointer] = None):
   first = np.asarray(state.first_nonfinite)
   if (first >= 0).any():
     r, m = np.argwhere(first >= 0)[np.argmin(first[first >= 0])]
+    kept = checkpointer.latest_step() if checkpointer is not None else None
     raise FloatingPointError(
         f"method {method!r}: non-finite parameters in run {run_ids[r]} member {m} at step "
-        f"{first[r, m]}; the last good checkpoint is kept")
+        f"{first[r, m]}; " + (f"the last good checkpoint (step {kept}) is kept" if kept
+                              else "no checkpoint had been written"))
+
+
+def _stop(state, method: str, run_ids, checkpointer, step: int, start_step: int, signum):
+  """Checkpoints the finished `step` (unless just resumed from it) and raises Stopped."""
+  if step > start_step and checkpointer is not None:
+    _check_finite(state, method, run_ids, checkpointer)
+    if checkpointer.latest_step() != step:
+      checkpointer.save(step, state)
+    checkpointer.wait()
+  raise preemption.Stopped(method, step, signum, saved=checkpointer is not None and step > 0)
 
 
 def predict(model, state, dataset, strategy: str, batch_size: int):
@@ -195,11 +212,12 @@ def _restore_teacher(config, dataset, method, store, tx) -> step_lib.TrainState:
   ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(method.name), 0)
   try:
     state, step = ckpt.restore_latest(target)
+    if step != int(config.num_train_steps):  # Final checkpoint rejected: train on, same bits.
+      logging.warning("teacher %s: no good final checkpoint; training on from step %d",
+                      method.name, step)
+      state = train_method(config, dataset, method, tx=tx, checkpointer=ckpt).state
   finally:
     ckpt.close()
-  if state is None or step != int(config.num_train_steps):
-    raise ValueError(f"teacher {method.name!r} has results but no final checkpoint in "
-                     f"{store.checkpoint_dir(method.name)}; use a new --workdir")
   return state
 
 
@@ -209,15 +227,26 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   Finished methods found in workdir are reused and unfinished ones resume from their
   checkpoints (resume order: churn_jax/checkpoint.py). A two-stage method's teacher is trained
   first and reported in its own row. Timings go to timings.json so that results.json is
-  bitwise reproducible.
+  bitwise reproducible. The workdir is locked for the whole study (churn_jax/workdir_lock.py)
+  and SIGTERM/SIGINT stop it at a step boundary with a checkpoint (churn_jax/preemption.py).
   """
+  with contextlib.ExitStack() as held:  # The workdir lock and the signal handlers.
+    return _train_and_evaluate(config, workdir, held)
+
+
+def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dict[str, Any]:
+  workdir_lock.check_workdir(workdir)  # Empty, a file, read-only: one line, nothing written.
   # First: the CPU device count is fixed when JAX initialises, which validation triggers.
   host_devices.configure(host_devices.requested_count(config))
   validate.validate_config(config)
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)
   order = study_order(config, method_names(config))
-  store = results_store.ResultsStore(workdir, config, order)  # Fails before any write.
+  store = results_store.ResultsStore(workdir, config, order,  # Fails before any write.
+                                     data=data_lib.provenance(dataset))
+  held.enter_context(workdir_lock.hold(workdir))
+  held.enter_context(preemption.watch())
+  store.begin()  # Under the lock: re-read results.json, write config.json.
   logging.info("dataset %s: %d train, %d test, %d classes", dataset.name, dataset.num_train,
                dataset.num_test, dataset.num_classes)
   num_steps = int(config.num_train_steps)

@@ -74,8 +74,38 @@ def _check_methods(config, num_steps: int) -> set:
   return member_counts
 
 
+def _leaves(value, prefix: str = ""):
+  """(dotted key, value) of every leaf of a config dict, sequences element by element."""
+  if isinstance(value, dict):
+    for key, sub in value.items():
+      yield from _leaves(sub, f"{prefix}{key}.")
+  elif isinstance(value, (list, tuple)):
+    for i, sub in enumerate(value):
+      yield from _leaves(sub, f"{prefix[:-1]}[{i}].")
+  else:
+    yield prefix[:-1], value
+
+
+def _check_numbers(config) -> None:
+  """Every float in the config is finite (a NaN lr or an infinite beta trains garbage)."""
+  for key, value in _leaves(config.to_dict()):
+    if isinstance(value, float) and not math.isfinite(value):
+      _fail(f"{key} = {value} is not a finite number")
+
+
+def _check_model_sizes(model_cfg: dict) -> None:
+  """Widths, channels, strides and depths are positive integers (padding may be 0)."""
+  for key, value in _leaves({k: v for k, v in model_cfg.items() if k != "name"}):
+    if isinstance(value, bool) or not isinstance(value, int):
+      continue
+    low = 0 if key.split("[")[0] == "padding" else 1
+    if value < low:
+      _fail(f"model.{key} = {value} must be >= {low}")
+
+
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
+  _check_numbers(config)
   if int(config.num_runs) < 2:
     _fail(f"num_runs must be >= 2 (churn compares pairs of runs), got {config.num_runs}")
   for key in ("batch_size", "num_train_steps", "eval_batch_size"):
@@ -100,6 +130,7 @@ def validate_config(config) -> None:
   if not config.data.get("npz_path") and name not in known:
     _fail(f"unknown dataset {name!r}; known: {', '.join(known)}")
   model_cfg = dict(config.model)
+  _check_model_sizes(config.model.to_dict())
   try:
     models.get_model(model_cfg.pop("name", None), 2, **model_cfg)
   except ValueError as e:

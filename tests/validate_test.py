@@ -44,6 +44,12 @@ class ValidateConfigTest(parameterized.TestCase):
       ("alpha", dict(schurn_alpha=0.0), "schurn_alpha must be > 0"),
       ("optimizer", dict(optimizer__name="lion"), "unknown optimizer 'lion'"),
       ("empty_methods", dict(methods=" "), "config.methods is empty"),
+      ("hidden_zero", dict(model__hidden=(0,)), r"model.hidden\[0\] = 0 must be >= 1"),
+      ("hidden_negative", dict(model__hidden=(16, -5)), r"model.hidden\[1\] = -5 must be >= 1"),
+      ("lr_nan", dict(lr__base=float("nan")), "lr.base = nan is not a finite number"),
+      ("beta_inf", dict(method_configs__codistill__beta__value=float("inf")),
+       "method_configs.codistill.beta.value = inf is not a finite number"),
+      ("alpha_nan", dict(schurn_alpha=float("nan")), "schurn_alpha = nan is not a finite number"),
   )
   def test_bad_config(self, changes, message):
     with self.assertRaisesRegex(ValueError, "invalid config: .*" + message):

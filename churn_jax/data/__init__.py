@@ -25,10 +25,17 @@ __all__ = [
     "load_mnist1d",
     "load_npz",
     "prefetch",
+    "provenance",
     "validate_arrays",
 ]
 
 _MISSING = object()
+
+
+def provenance(dataset) -> dict:
+  """Where a source's data came from (sha256 / TFDS name:version:split / generator args)."""
+  return dict(getattr(dataset, "provenance", None) or {"source": dataset.name},
+              name=dataset.name)
 
 
 def _field(config, key: str, default):

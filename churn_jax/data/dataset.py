@@ -6,6 +6,7 @@ jitted training step.
 """
 
 import dataclasses
+import hashlib
 from typing import Optional
 
 import numpy as np
@@ -26,6 +27,9 @@ class Dataset:
   x_test: np.ndarray
   y_test: np.ndarray
   num_classes: int
+  # Where the arrays came from, recorded in results.json and in the results' fingerprint:
+  # the npz's sha256, or the generator's parameters (churn_jax.data.provenance).
+  provenance: dict = dataclasses.field(default_factory=dict)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -123,8 +127,19 @@ def validate_arrays(x_train, y_train, x_test, y_test, source: str,
   return int(num_classes)
 
 
+def arrays_sha256(*arrays) -> str:
+  """sha256 over the dtypes, shapes and bytes of arrays (the content of generated data)."""
+  digest = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    digest.update(f"{a.dtype.str}{a.shape}".encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()
+
+
 def build_dataset(name: str, x_train, y_train, x_test, y_test, source: str,
-                  num_classes: Optional[int] = None) -> Dataset:
+                  num_classes: Optional[int] = None,
+                  provenance: Optional[dict] = None) -> Dataset:
   """Validates arrays and packs them as a Dataset with float32 x, int32 y."""
   num_classes = validate_arrays(x_train, y_train, x_test, y_test, source,
                                 num_classes)
@@ -141,4 +156,5 @@ def build_dataset(name: str, x_train, y_train, x_test, y_test, source: str,
       x_test=x_test,
       y_test=np.asarray(y_test).astype(np.int32),
       num_classes=num_classes,
+      provenance=dict(provenance or {}),
   )

@@ -1,6 +1,6 @@
 """scikit-learn's 8x8 digits: a small image task that ships with sklearn."""
 
-from churn_jax.data.dataset import Dataset, build_dataset
+from churn_jax.data.dataset import Dataset, arrays_sha256, build_dataset
 
 NUM_CLASSES = 10
 # Pixel values in sklearn's digits are counts in 0..16.
@@ -25,5 +25,8 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   x_train, x_test, y_train, y_test = model_selection.train_test_split(
       x, digits.target, test_size=test_fraction, random_state=int(seed),
       stratify=digits.target)
+  provenance = dict(source="digits", test_fraction=test_fraction, seed=int(seed),
+                    sha256=arrays_sha256(x_train, y_train, x_test, y_test))
   return build_dataset("digits", x_train, y_train, x_test, y_test,
-                       source="digits", num_classes=NUM_CLASSES)
+                       source="digits", num_classes=NUM_CLASSES,
+                       provenance=provenance)

@@ -13,7 +13,7 @@ from typing import Optional
 from absl import logging
 import numpy as np
 
-from churn_jax.data.dataset import Dataset, build_dataset
+from churn_jax.data.dataset import Dataset, arrays_sha256, build_dataset
 
 NUM_CLASSES = 10
 # Bump when the generation or the cache layout changes, so stale caches are
@@ -100,6 +100,11 @@ def _write_cache(path: str, arrays: dict) -> None:
       os.remove(tmp)
 
 
+def _with_hash(provenance: dict, arrays: dict) -> dict:
+  """The generator's parameters plus a hash of what it generated."""
+  return dict(provenance, sha256=arrays_sha256(*(arrays[k] for k in _KEYS)))
+
+
 def load_mnist1d(num_samples: int = 20000, train_split: float = 0.8,
                  seed: int = 42, cache_dir: Optional[str] = None) -> Dataset:
   """Loads MNIST-1D: x float32 (N, 40), y int32 in [0, 10).
@@ -123,17 +128,22 @@ def load_mnist1d(num_samples: int = 20000, train_split: float = 0.8,
     raise ValueError(
         f"mnist1d: train_split must be in (0, 1), got {train_split}")
   path = cache_path(num_samples, train_split, seed, cache_dir)
+  provenance = dict(source="mnist1d", num_samples=num_samples,
+                    train_split=train_split, seed=seed,
+                    cache_version=_CACHE_VERSION)
   arrays = _read_cache(path)
   if arrays is not None:
     try:
       return build_dataset("mnist1d", **arrays, source=path,
-                           num_classes=NUM_CLASSES)
+                           num_classes=NUM_CLASSES,
+                           provenance=_with_hash(provenance, arrays))
     except ValueError as e:
       # A readable file with bad contents is as corrupt as a broken one.
       logging.warning("Invalid MNIST-1D cache (%s); regenerating.", e)
   arrays = _generate(num_samples, train_split, seed)
   # Validate before caching so a degenerate split is never written.
   dataset = build_dataset("mnist1d", **arrays, source="mnist1d",
-                          num_classes=NUM_CLASSES)
+                          num_classes=NUM_CLASSES,
+                          provenance=_with_hash(provenance, arrays))
   _write_cache(path, arrays)
   return dataset

@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 
+from churn_jax import fileio
 from churn_jax.data.dataset import Dataset, build_dataset
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -23,8 +24,14 @@ def load_npz(path) -> Dataset:
   stem. Every problem raises a ValueError with a one-line message.
   """
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ValueError(f"npz path is a directory, not a file: {path}")
   if not os.path.isfile(path):
     raise ValueError(f"npz file not found: {path}")
+  if not zipfile.is_zipfile(path):
+    # np.load would try a pickle (refused below) or a bare .npy; say what it is not.
+    raise ValueError(f"not a valid npz file: {path} (not a zip archive written by "
+                     f"np.savez; expected keys {', '.join(REQUIRED_KEYS)})")
   try:
     # allow_pickle=False: a data file must not be able to run code.
     loaded = np.load(path, allow_pickle=False)
@@ -47,4 +54,21 @@ def load_npz(path) -> Dataset:
       # Truncated members or object arrays (which need pickle).
       raise ValueError(
           f"not a valid npz file: {path} ({_first_line(e)})") from None
-  return build_dataset(pathlib.Path(path).stem, **arrays, source=path)
+  provenance = dict(source="npz", path=os.path.abspath(path), sha256=fileio.sha256(path))
+  dataset = build_dataset(pathlib.Path(path).stem, **arrays, source=path,
+                          provenance=provenance)
+  _check_classes(dataset, path)
+  return dataset
+
+
+def _check_classes(dataset: Dataset, path: str) -> None:
+  """The class count is inferred as max label + 1: refuse labels that leave classes empty.
+
+  A label of 1000 in 10-class data would otherwise silently train a 1001-class model.
+  """
+  missing = dataset.num_classes - len(np.unique(dataset.y_train))
+  if missing:
+    raise ValueError(
+        f"{path}: labels must be 0..K-1 with every class in y_train, but the max label is "
+        f"{dataset.num_classes - 1} and {missing} of those {dataset.num_classes} classes "
+        f"have no training example")

@@ -79,6 +79,11 @@ def _open(name: str, split: str, data_dir: Optional[str]):
         f"--data_dir=...` (docs/TPU.md)") from None
 
 
+def _version(source) -> str:
+  info = getattr(source, "dataset_info", None)
+  return str(getattr(info, "version", "unknown"))
+
+
 class _Records:
   """Examples [start, stop) of one data source, read by relative index."""
 
@@ -155,6 +160,12 @@ class TFDSSource:
       self._eval = _Records(source, 0, len(source))
     if eval_examples:
       self._eval.stop = self._eval.start + min(len(self._eval), int(eval_examples))
+    # name:version:split of what is read, recorded in results.json and the fingerprint.
+    eval_name = self.spec.train_split if eval_split == "heldout" else self.spec.eval_split
+    self.provenance = dict(
+        source="tfds", train=f"{name}:{_version(train)}:{self.spec.train_split}"
+        f"[{self._train.start}:{self._train.stop}]",
+        eval=f"{name}:{_version(train)}:{eval_name}[{self._eval.start}:{self._eval.stop}]")
 
     if self.spec.small:
       # 32x32 datasets fit in memory: decode and pad once, then a batch is numpy slicing.
