@@ -19,6 +19,7 @@ from churn_jax import config_lib, data as data_lib, distributed
 from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
                        results_store, sharding, stack)
 from churn_jax import step as step_lib, validate
+from churn_jax.outputs import observer as observer_lib, predictions, report as outputs_report
 
 
 @dataclasses.dataclass
@@ -80,12 +81,15 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
 def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                  run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
                  checkpointer: Optional[checkpoint.MethodCheckpointer] = None,
-                 teacher: Optional[step_lib.TrainState] = None) -> MethodRun:
+                 teacher: Optional[step_lib.TrainState] = None,
+                 observer: Optional[observer_lib.MethodObserver] = None) -> MethodRun:
   """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
 
   With a checkpointer, training resumes from its latest readable checkpoint and saves
   periodically; the result is bitwise the same as an uninterrupted run on CPU. `teacher` is
   the trained state of the method's stage-1 teacher (same runs), for two-stage methods.
+  `observer` receives the step metrics at log steps and, with config.eval_every_steps > 0, the
+  members' test probabilities every that many steps (churn_jax/outputs/observer.py).
   """
   if method.teacher is not None and teacher is None:
     raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
@@ -108,6 +112,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   batch_sharding = sharding.batch_sharding(mesh)
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
+  eval_every = int(config.get("eval_every_steps", 0) or 0)
+  eval_batch = config.get("eval_batch_size", 1000)
   logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
                len(run_ids), method.num_members, strategy, start_step, num_steps)
   start = time.perf_counter()
@@ -129,6 +135,10 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
         _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
+        if observer is not None:
+          observer.on_log(step, jax.device_get(step_metrics))
+      if observer is not None and eval_every and step % eval_every == 0 and step < num_steps:
+        observer.on_eval(step, *predict(model, state, dataset, strategy, eval_batch))
       if save:
         checkpointer.save(step, state)
   finally:
@@ -138,7 +148,9 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       checkpointer.wait()
   jax.block_until_ready(state)
   train_seconds = time.perf_counter() - start
-  probs, labels = predict(model, state, dataset, strategy, config.get("eval_batch_size", 1000))
+  probs, labels = predict(model, state, dataset, strategy, eval_batch)
+  if observer is not None and eval_every:
+    observer.on_eval(num_steps, probs, labels)
   return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
                    train_seconds=train_seconds, input_seconds=input_seconds,
                    final_losses=losses)
@@ -218,6 +230,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   for name in order:
     method = built[name]
     if store.is_finished(name):
+      predictions.check(workdir, name, store.results["methods"][name].get("predictions"))
       logging.info("method %s: finished earlier, results reused", name)
       continue
     teacher = None
@@ -227,8 +240,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(name),
                                          config.get("checkpoint_every_steps", 0),
                                          config.get("checkpoints_to_keep", 2))
+    observer = observer_lib.MethodObserver(workdir, config, method)
     try:
-      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher)
+      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher,
+                         observer=observer)
+    except BaseException:
+      observer.close()
+      raise
     finally:
       ckpt.close()
     if name in teachers:
@@ -239,7 +257,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     entry.update(num_members=method.num_members, prediction=method.prediction,
                  training_cost=method.training_cost + teacher_cost,
                  inference_cost=method.inference_cost)
+    if jax.process_index() == 0:
+      entry["predictions"] = predictions.save(workdir, name, deployed, out.member_probs,
+                                              out.labels, range(config.num_runs),
+                                              method.prediction)
+    observer.on_results(num_steps, entry)
     store.add(name, entry, train_seconds=out.train_seconds, input_seconds=out.input_seconds)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
+  if jax.process_index() == 0:
+    outputs_report.write_plots(workdir, store.results)
   return store.results
