@@ -16,7 +16,7 @@ from churn_jax import report
 
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
-                "checkpoint_every_steps", "checkpoints_to_keep")
+                "checkpoint_every_steps", "checkpoints_to_keep", "eval_every_steps")
 
 
 def fingerprint(config, name: str) -> str:
