@@ -4,6 +4,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -151,6 +153,18 @@ class CompareTest(absltest.TestCase):
     self.assertEqual(rc, 0)
     self.assertIn("compare", out)
     self.assertEqual(run_cli("frobnicate")[0], 1)
+
+  def test_train_subcommand_runs_the_launcher_and_refuses_a_typo(self):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+      proc = subprocess.run(
+          [sys.executable, "-m", "churn_jax.outputs", "train",
+           "--config=experiments/mnist1d.py:quick", f"--workdir={tmp}/wd",
+           "--config.num_runz=2"], cwd=root, env=dict(os.environ, PYTHONPATH=root),
+          capture_output=True, text=True, timeout=300)
+      self.assertNotEqual(proc.returncode, 0)
+      self.assertIn("num_runz", proc.stderr)
+      self.assertFalse(os.path.exists(f"{tmp}/wd"))
 
 
 if __name__ == "__main__":

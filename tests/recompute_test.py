@@ -18,7 +18,7 @@ from absl.testing import absltest
 import numpy as np
 
 from churn_jax import data, methods, train
-from churn_jax.outputs import observer, predictions, report as outputs_report, tensorboard
+from churn_jax.outputs import cli, observer, predictions, report as outputs_report, tensorboard
 from tests import testing
 
 TOL = 1e-6
@@ -268,6 +268,7 @@ class RecomputeTest(absltest.TestCase):
       os.remove(os.path.join(self.workdir, f"results.{ext}"))
     _, warnings = outputs_report.regenerate(self.workdir)
     self.assertEqual(warnings, [])
+    self.assertEqual(cli.main(["report", self.workdir]), 0)  # The same through the command.
     for ext in ("md", "csv", "tex"):
       with open(os.path.join(self.workdir, f"results.{ext}")) as f:
         self.assertEqual(f.read(), tables[ext], ext)
