@@ -26,7 +26,8 @@ def results_of(num_runs, incorrect=None):
            "churn": summary([0.1] * pairs), "schurn": summary([1.4123] * pairs),
            "churn_correct": summary([0.05] * pairs),
            "churn_incorrect": summary(incorrect or [0.5] * pairs),
-           "ece": summary([0.02 + 0.01 * r for r in range(num_runs)]), "pred_diff_l1": summary([1.3212] * pairs)}
+           "ece": summary([0.02 + 0.01 * r for r in range(num_runs)]),
+           "pred_diff_l1": summary([1.3212] * pairs)}
   return {"config": {}, "methods": {"base_line": entry}}
 
 

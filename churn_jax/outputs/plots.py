@@ -116,9 +116,11 @@ def plot_tradeoff(png_path: str, points: Sequence[TradeoffPoint], title: str = "
     color = plt.get_cmap("tab10")(i % 10)
     ax.errorbar(100 * p.churn, 100 * p.accuracy, xerr=100 * p.churn_std,
                 yerr=100 * p.accuracy_std, fmt="o", color=color, capsize=3, label=p.label)
+    # Labels go round their points in turn, so close points keep readable labels.
+    dx, dy, align = ((6, 4, "left"), (6, -18, "left"), (-6, 4, "right"), (-6, -18, "right"))[i % 4]
     ax.annotate(f"{p.label}\n{p.training_cost:g}x train, {p.inference_cost:g}x infer",
-                (100 * p.churn, 100 * p.accuracy), textcoords="offset points", xytext=(6, 4),
-                fontsize=7, color=color)
+                (100 * p.churn, 100 * p.accuracy), textcoords="offset points", xytext=(dx, dy),
+                fontsize=7, color=color, ha=align)
   ax.set_xlabel("churn between runs (%), mean ± std over run pairs")
   ax.set_ylabel("test accuracy (%), mean ± std over runs")
   ax.set_title(title or "accuracy against churn (up and left is better)")
