@@ -111,19 +111,18 @@ class TradeoffPoint:
 def plot_tradeoff(png_path: str, points: Sequence[TradeoffPoint], title: str = "") -> None:
   """Accuracy against churn per method (percent), error bars of one std, costs annotated."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6.4, 4.8))
+  fig, ax = plt.subplots(figsize=(8.4, 4.8))
+  markers = "osD^vP*Xh<>"
   for i, p in enumerate(points):
-    color = plt.get_cmap("tab10")(i % 10)
+    # The legend names each point with its costs: labels beside close points would collide.
     ax.errorbar(100 * p.churn, 100 * p.accuracy, xerr=100 * p.churn_std,
-                yerr=100 * p.accuracy_std, fmt="o", color=color, capsize=3, label=p.label)
-    # Labels go round their points in turn, so close points keep readable labels.
-    dx, dy, align = ((6, 4, "left"), (6, -18, "left"), (-6, 4, "right"), (-6, -18, "right"))[i % 4]
-    ax.annotate(f"{p.label}\n{p.training_cost:g}x train, {p.inference_cost:g}x infer",
-                (100 * p.churn, 100 * p.accuracy), textcoords="offset points", xytext=(dx, dy),
-                fontsize=7, color=color, ha=align)
+                yerr=100 * p.accuracy_std, fmt=markers[i // 10 % len(markers)],
+                color=plt.get_cmap("tab10")(i % 10), capsize=3,
+                label=f"{p.label}: {p.training_cost:g}x train, {p.inference_cost:g}x infer")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
   ax.set_xlabel("churn between runs (%), mean ± std over run pairs")
   ax.set_ylabel("test accuracy (%), mean ± std over runs")
-  ax.set_title(title or "accuracy against churn (up and left is better)")
+  ax.set_title("accuracy against churn (up and left is better)" + (f"\n{title}" if title else ""))
   ax.grid(alpha=0.3)
   ax.margins(0.25)
   fig.tight_layout()

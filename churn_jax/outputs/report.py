@@ -95,7 +95,7 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
             for name, e in methods.items() if "churn" in e and "accuracy" in e]
   if points:
     path = os.path.join(out_dir, "accuracy_vs_churn.png")
-    plots.plot_tradeoff(path, points, f"accuracy against churn ({where})")
+    plots.plot_tradeoff(path, points, where)
     written.append(path)
   diagrams = []
   for name, entry in methods.items():
