@@ -10,7 +10,6 @@ does not know how to recompute fails the test, so no metric is left unchecked.
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 
