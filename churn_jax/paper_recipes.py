@@ -79,6 +79,7 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
   config.strategy = "auto"
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.log_every_steps = 100
+  config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True
   # Also saved at the end; resume: churn_jax/checkpoint.py.
   config.checkpoint_every_steps = checkpoint_every_steps

@@ -21,6 +21,7 @@ from churn_jax import (checkpoint, evaluate, host_devices, methods, models, repo
                        results_store, sharding, stack)
 from churn_jax import preemption, step as step_lib, validate, workdir_lock
 from churn_jax.methods import perturb
+from churn_jax.outputs import observer as observer_lib, predictions, report as outputs_report
 
 
 @dataclasses.dataclass
@@ -89,12 +90,15 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
 def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                  run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
                  checkpointer: Optional[checkpoint.MethodCheckpointer] = None,
-                 teacher: Optional[step_lib.TrainState] = None) -> MethodRun:
+                 teacher: Optional[step_lib.TrainState] = None,
+                 observer: Optional[observer_lib.MethodObserver] = None) -> MethodRun:
   """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
 
   With a checkpointer, training resumes from its latest readable checkpoint and saves
   periodically; the result is bitwise the same as an uninterrupted run on CPU. `teacher` is
   the trained state of the method's stage-1 teacher (same runs), for two-stage methods.
+  `observer` receives the step metrics at log steps and, with config.eval_every_steps > 0, the
+  members' test probabilities every that many steps (churn_jax/outputs/observer.py).
   """
   if method.teacher is not None and teacher is None:
     raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
@@ -119,6 +123,9 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   batch_sharding = sharding.batch_sharding(mesh)
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
+  eval_every = int(config.get("eval_every_steps", 0) or 0)
+  eval_batch = config.get("eval_batch_size", 1000)
+  predict_fn = step_lib.make_predict(model, strategy)
   logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
                len(run_ids), method.num_members, strategy, start_step, num_steps)
   start = time.perf_counter()
@@ -143,6 +150,10 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
         _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
+        if observer is not None:
+          observer.on_log(step, jax.device_get(step_metrics))
+      if observer is not None and eval_every and step % eval_every == 0 and step < num_steps:
+        observer.on_eval(step, *predict(model, state, dataset, strategy, eval_batch, predict_fn))
       if save:
         checkpointer.save(step, state)
   finally:
@@ -152,7 +163,9 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       checkpointer.wait()
   jax.block_until_ready(state)
   train_seconds = time.perf_counter() - start
-  probs, labels = predict(model, state, dataset, strategy, config.get("eval_batch_size", 1000))
+  probs, labels = predict(model, state, dataset, strategy, eval_batch, predict_fn)
+  if observer is not None and eval_every:
+    observer.on_eval(num_steps, probs, labels)
   return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
                    train_seconds=train_seconds, input_seconds=input_seconds,
                    final_losses=losses)
@@ -180,9 +193,9 @@ def _stop(state, method: str, run_ids, checkpointer, step: int, start_step: int,
   raise preemption.Stopped(method, step, signum, saved=checkpointer is not None and step > 0)
 
 
-def predict(model, state, dataset, strategy: str, batch_size: int):
+def predict(model, state, dataset, strategy: str, batch_size: int, predict_fn=None):
   """Probabilities (R, M, N, K) of every member on the test split, and its labels (N,)."""
-  predict_fn = step_lib.make_predict(model, strategy)
+  predict_fn = predict_fn or step_lib.make_predict(model, strategy)  # Reuse: one compile.
   probs, labels = [], []
   for x, y in dataset.test_batches(batch_size):
     probs.append(np.asarray(predict_fn(state, jnp.asarray(x))))
@@ -257,6 +270,7 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
   for name in order:
     method = built[name]
     if store.is_finished(name):
+      predictions.check(workdir, name, store.results["methods"][name].get("predictions"))
       logging.info("method %s: finished earlier, results reused", name)
       continue
     teacher = None
@@ -266,8 +280,13 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
     ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(name),
                                          config.get("checkpoint_every_steps", 0),
                                          config.get("checkpoints_to_keep", 2))
+    observer = observer_lib.MethodObserver(workdir, config, method)
     try:
-      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher)
+      out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher,
+                         observer=observer)
+    except BaseException:
+      observer.close()
+      raise
     finally:
       ckpt.close()
     if name in teachers:
@@ -278,7 +297,14 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
     entry.update(num_members=method.num_members, prediction=method.prediction,
                  training_cost=method.training_cost + teacher_cost,
                  inference_cost=method.inference_cost)
+    if jax.process_index() == 0:
+      entry["predictions"] = predictions.save(workdir, name, deployed, out.member_probs,
+                                              out.labels, range(config.num_runs),
+                                              method.prediction)
+    observer.on_results(num_steps, entry)
     store.add(name, entry, train_seconds=out.train_seconds, input_seconds=out.input_seconds)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
+  if jax.process_index() == 0:
+    outputs_report.write_plots(workdir, store.results)
   return store.results

@@ -39,6 +39,7 @@ def get_config(arg=None):
   config.strategy = "auto"
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.log_every_steps = 100
+  config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True
   config.checkpoint_every_steps = 500
   config.checkpoints_to_keep = 2

@@ -37,6 +37,7 @@ def get_config(arg=None):
   config.strategy = "auto"  # vmap | loop | auto (measured per backend: docs/PERFORMANCE.md)
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.log_every_steps = 200
+  config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True
   config.checkpoint_every_steps = 1000  # Also saved at the end; resume: churn_jax/checkpoint.py.
   config.checkpoints_to_keep = 2

@@ -1,0 +1,147 @@
+"""The `churn-jax` console command: train, compare, report.
+
+  churn-jax train --config=experiments/mnist1d.py:quick --workdir=runs/q
+  churn-jax compare A B [--labels FILE] [--logits] [--format md|json|csv]
+  churn-jax report WORKDIR
+
+Bad input is one line on stderr and exit status 1; nothing is written.
+"""
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+USAGE = "churn-jax {train,compare,report} ... (churn-jax SUBCOMMAND --help for its arguments)"
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # One line, exit 1 (argparse's default is usage + exit 2).
+    print(f"error: {self.prog}: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _fail(message: str) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return 1
+
+
+def train(argv: Sequence[str]) -> int:
+  """Runs a study: churn_jax.app.run when present, else the launcher's absl flags and main."""
+  try:
+    from churn_jax import app  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    app = None
+  if app is not None:
+    return app.run(["churn-jax train", *argv]) or 0
+  return _train_with_absl(["churn-jax train", *argv])
+
+
+def _train_with_absl(argv) -> int:
+  """What launch/main.py does, importable from the installed package."""
+  import logging as std_logging
+  from absl import app as absl_app, flags, logging
+  from ml_collections import config_flags
+  from churn_jax import distributed, report, train as train_lib
+
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
+      lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for results and checkpoints.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def main(args):
+    if len(args) > 1:
+      raise absl_app.UsageError(f"unexpected arguments: {' '.join(args[1:])}")
+    distributed.maybe_initialize()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(
+        lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
+    try:
+      results = train_lib.train_and_evaluate(config.value, workdir.value)
+    except (ValueError, FloatingPointError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+    print(report.format_table(results))
+    print(f"results written to {workdir.value}/results.{{json,csv,md,tex}}, plots in "
+          f"{workdir.value}/plots, predictions in {workdir.value}/predictions")
+
+  absl_app.run(main, argv=list(argv))
+  return 0
+
+
+def compare(argv: Sequence[str]) -> int:
+  from churn_jax.outputs import compare as compare_lib  # Late: jax import only when needed.
+  parser = _Parser(
+      prog="churn-jax compare",
+      description="Churn between two models' predictions on the same examples. A and B: a "
+      "study workdir (with --method), a study's predictions/<method>.npz (with --run), or a "
+      ".npy/.npz/.csv of probabilities (N, K), logits (N, K, with --logits) or classes (N,).")
+  parser.add_argument("a", help="model A (the old one)")
+  parser.add_argument("b", help="model B (the new one)")
+  parser.add_argument("--labels", help=".npy/.csv/.npz of (N,) true labels (a study's own "
+                      "labels are used when A or B is a study)")
+  parser.add_argument("--logits", action="store_true", help="plain (N, K) inputs are logits")
+  parser.add_argument("--format", choices=("md", "json", "csv"), default="md")
+  parser.add_argument("--method", help="method of a study workdir (A, and B unless --method-b)")
+  parser.add_argument("--method-b", help="method of B's workdir")
+  parser.add_argument("--run", type=int, default=0, help="run id in A's study (default 0)")
+  parser.add_argument("--run-b", type=int, help="run id in B's study (default: --run)")
+  parser.add_argument("--alpha", type=float, default=1.0, help="SChurn alpha (default 1)")
+  parser.add_argument("--top", type=int, default=10, help="rows of the flip tables")
+  parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+  args = parser.parse_args(argv)
+  if args.alpha <= 0 or args.top < 1 or args.bootstrap < 1:
+    return _fail("--alpha must be > 0, --top and --bootstrap >= 1")
+  try:
+    a = compare_lib.load_model(args.a, "A", args.method, args.run, args.logits)
+    b = compare_lib.load_model(args.b, "B", args.method_b or args.method,
+                               args.run if args.run_b is None else args.run_b, args.logits)
+    labels = compare_lib.load_labels(args.labels) if args.labels else None
+    result = compare_lib.compare(a, b, labels, alpha=args.alpha, top=args.top,
+                                 bootstrap=args.bootstrap)
+  except compare_lib.CompareError as e:
+    return _fail(str(e))
+  if args.format == "json":
+    print(json.dumps(result, indent=1))
+  elif args.format == "csv":
+    print(compare_lib.format_csv(result), end="")
+  else:
+    print(compare_lib.format_markdown(result), end="")
+  return 0
+
+
+def report(argv: Sequence[str]) -> int:
+  from churn_jax.outputs import report as report_lib
+  parser = _Parser(prog="churn-jax report",
+                   description="Rewrite results.{md,csv,tex} and plots/ of a study workdir "
+                   "from its saved predictions (checked against results.json).")
+  parser.add_argument("workdir")
+  args = parser.parse_args(argv)
+  try:
+    written, warnings = report_lib.regenerate(args.workdir)
+  except ValueError as e:
+    return _fail(str(e))
+  for warning in warnings:
+    print(f"warning: {warning}", file=sys.stderr)
+  print("\n".join(["written:"] + written))
+  return 0
+
+
+COMMANDS = {"train": train, "compare": compare, "report": report}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(f"usage: {USAGE}\n\n  train    run a churn study (--config, --workdir)\n"
+          f"  compare  churn between two prediction files of any origin\n"
+          f"  report   tables and plots of a workdir from its predictions")
+    return 0 if argv else 1
+  if argv[0] not in COMMANDS:
+    return _fail(f"unknown command {argv[0]!r}; usage: {USAGE}")
+  return COMMANDS[argv[0]](argv[1:])
+
+
+def entry_point():
+  sys.exit(main())
