@@ -102,10 +102,11 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       if hasattr(dataset, "x_train") else None  # ODS clips perturbed inputs to the data range.
   train_step = step_lib.make_train_step(model, method, tx, strategy, x_range)
   teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
-  batches = dataset.train_batches(config.batch_size,
-                                  data_seeds(config.seed, run_ids, "data" in vary),
-                                  start_step, num_steps - start_step)
   batch_sharding = sharding.batch_sharding(mesh)
+  # Each process feeds only the (run, row) block its devices hold (derived from the sharding).
+  batches = distributed.host_batches(dataset, config.batch_size,
+                                     data_seeds(config.seed, run_ids, "data" in vary),
+                                     start_step, num_steps - start_step, batch_sharding)
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
   logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
@@ -116,7 +117,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   losses = np.full(len(run_ids), np.nan)
   input_seconds = 0.0  # Time the loop waited for its next batch (benchmarks/input_pipeline.py).
   # A thread gathers, transfers and shards the next batches while the step runs.
-  batch_iter = distributed.prefetch_to_device(batches, batch_sharding, config.batch_size)
+  batch_iter = distributed.prefetch_to_device(batches, batch_sharding,
+                                              (len(run_ids), config.batch_size))
   try:
     for step in range(start_step + 1, num_steps + 1):
       wait_start = time.perf_counter()
@@ -125,7 +127,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       state, step_metrics = train_step(state, batch, teacher_vars)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
-        losses = np.asarray(step_metrics["loss"])
+        losses = distributed.to_host(step_metrics["loss"])
         _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
@@ -145,7 +147,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
 
 
 def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int]):
-  first = np.asarray(state.first_nonfinite)
+  first = distributed.to_host(state.first_nonfinite)  # Gathered from every process.
   if (first >= 0).any():
     r, m = np.argwhere(first >= 0)[np.argmin(first[first >= 0])]
     raise FloatingPointError(
@@ -158,7 +160,7 @@ def predict(model, state, dataset, strategy: str, batch_size: int):
   predict_fn = step_lib.make_predict(model, strategy)
   probs, labels = [], []
   for x, y in dataset.test_batches(batch_size):
-    probs.append(np.asarray(predict_fn(state, jnp.asarray(x))))
+    probs.append(distributed.to_host(predict_fn(state, np.asarray(x))))
     labels.append(np.asarray(y))
   return np.concatenate(probs, axis=2), np.concatenate(labels)
 

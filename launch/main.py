@@ -5,9 +5,11 @@
 """
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
+import jax
 from ml_collections import config_flags
 
 from churn_jax import distributed, report, train
@@ -33,6 +35,9 @@ def main(argv):
     # Bad input or a diverged run: one clear line, non-zero exit, nothing else to read.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except jax.errors.JaxRuntimeError as e:  # A peer process died, or a device failed.
+    print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
+    os._exit(1)  # Exit handlers would wait for the lost peer at jax's shutdown barrier.
   print(report.format_table(results))
   print(f"results written to {_WORKDIR.value}/results.{{json,csv,md}}")
 
