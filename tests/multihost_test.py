@@ -7,11 +7,13 @@ processes. make_mesh (churn_jax/sharding.py) then puts, with 3 runs, the member 
 mesh (1, 2, 4)) or the data axis (M=1, mesh (1, 1, 8)) across the processes; with 2 runs
 the run axis ((2, 1, 4), (2, 2, 2)); the loop strategy always splits the data axis.
 
-Why not bitwise: where the data axis crosses processes the gradient's cross-device sum runs
-through gloo, whose summation order differs from XLA:CPU's in-process all-reduce, so
-float metrics differ in the last bits (measured: relative 1e-7). Counts (accuracy, churn)
-are equal and floats agree to rtol 1e-5; with only runs or members across processes the
-results are bitwise equal (asserted).
+Why not bitwise: with several processes XLA:CPU runs every all-reduce through the gloo
+collectives, also those among one process's own devices, and their summation order differs
+from the all-reduce of a single process. A gradient summed over more than 2 devices of the
+data axis therefore differs in the last bits (measured: relative 1e-7 on the metrics); a
+sum of two is exact either way. So the results are bitwise equal where the data axis has at
+most 2 devices (asserted: co-distillation on mesh (2, 2, 2)); elsewhere counts (accuracy,
+churn) are equal and floats agree to rtol 1e-5 + 1e-7 absolute.
 """
 
 import json
@@ -93,10 +95,10 @@ class MultiHostTest(absltest.TestCase):
     super().setUp()
     self.tmp = tempfile.mkdtemp(prefix="multihost_")
 
-  def assert_same_results(self, multi, single, bitwise):
+  def assert_same_results(self, multi, single, bitwise=()):
     diffs = _differences(_methods(multi), _methods(single))
-    if bitwise:
-      self.assertEqual(diffs, [])
+    for name in bitwise:  # Methods whose data axis has at most 2 devices.
+      self.assertEqual([d for d in diffs if d[0].startswith(f"/{name}/")], [])
     for path, a, b in diffs:
       self.assertIsInstance(a, float, path)  # Counts, names and costs are always equal.
       self.assertNotRegex(path, r"/(accuracy|churn)/", "a prediction flipped")
@@ -121,8 +123,8 @@ class MultiHostTest(absltest.TestCase):
     for name, p in procs.items():
       _wait(self, p, work[name])
     self.assertEqual(set(_methods(work["vmap2"])), set(_ALL_KINDS.split(",")))
-    self.assert_same_results(work["vmap2"], work["vmap1"], bitwise=False)
-    self.assert_same_results(work["loop2"], work["loop1"], bitwise=False)
+    self.assert_same_results(work["vmap2"], work["vmap1"])
+    self.assert_same_results(work["loop2"], work["loop1"])
     # Checkpoints written by both processes through orbax: the final step of every method.
     for name in _ALL_KINDS.split(","):
       ckpt = [d for d in os.listdir(os.path.join(work["vmap2"], "checkpoints"))
@@ -160,7 +162,7 @@ class MultiHostTest(absltest.TestCase):
     self.assertIn("method baseline: finished earlier, results reused", log)
     self.assertRegex(log, r"method codistill: resumed from step \d+")
     _wait(self, reference, single)
-    self.assert_same_results(multi, single, bitwise=True)
+    self.assert_same_results(multi, single, bitwise=["codistill"])  # Mesh (2, 2, 2).
 
   @staticmethod
   def _codistill_checkpointed(workdir):
