@@ -170,7 +170,11 @@ def host_batches(dataset, batch_size: int, seeds: Sequence[int], start_step: int
   leading = tuple(leading_shape or (len(seeds), batch_size))
   box = host_block(sharding, leading)
   (run_lo, run_hi), middle, rows = box[0], box[1:-1], box[-1]
-  kwargs = {} if rows == (0, leading[-1]) else {"rows": rows}  # Sources need not know rows.
+  # One process feeding every row passes no `rows` (a source need not know it); otherwise the
+  # rows are always named, also when they are all of them (a TFDS source would else split
+  # the batch by process index).
+  whole = rows == (0, leading[-1]) and jax.process_count() == 1
+  kwargs = {} if whole else {"rows": rows}
   batches = dataset.train_batches(batch_size, seeds[run_lo:run_hi], start_step, num_steps,
                                   **kwargs)
   if all(m == (0, n) for m, n in zip(middle, leading[1:-1])):
