@@ -45,6 +45,9 @@ from churn_jax import methods, models, sharding, step as step_lib, train
 _CONFIGS = flags.DEFINE_list("configs", ["cifar10", "cifar100", "svhn", "imagenet"],
                              "experiments/<name>.py configs to cost.")
 _STRATEGIES = flags.DEFINE_list("strategies", ["vmap", "loop"], "Execution strategies.")
+_COMPILE = flags.DEFINE_bool("compile", True,
+                             "Compile for the CPU (FLOPs and memory); false: FLOPs of the "
+                             "lowered program only, for models too slow to compile here.")
 _GROUPED = flags.DEFINE_bool("grouped_conv_check", True,
                              "Count grouped convolutions in the TPU lowering of the vmap step.")
 
@@ -113,14 +116,16 @@ def cost(config, method, strategy):
   """FLOPs, state bytes, temporaries and compile seconds of one step."""
   step, state, batch = abstract_step(config, method, strategy)
   start = time.perf_counter()
-  compiled = step.lower(state, batch, {}).compile()
+  program = step.lower(state, batch, {})
+  if _COMPILE.value:
+    program = program.compile()
   seconds = time.perf_counter() - start
-  analysis = compiled.cost_analysis()
+  analysis = program.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  memory = compiled.memory_analysis()
+  temp = program.memory_analysis().temp_size_in_bytes if _COMPILE.value else float("nan")
   return dict(flops=float(analysis["flops"]), params=_nbytes(state.params),
               opt=_nbytes(state.opt_state) + _nbytes(state.batch_stats) + _nbytes(state.stale),
-              temp=int(memory.temp_size_in_bytes), batch=_nbytes(batch), compile_s=seconds)
+              temp=float(temp), batch=_nbytes(batch), compile_s=seconds)
 
 
 def grouped_convolutions(config, method) -> str:
@@ -137,6 +142,10 @@ def grouped_convolutions(config, method) -> str:
           f"{sum(g > 1 for g in batches)} (values {sorted(set(batches))})")
 
 
+def _fits(need: float, have: float) -> str:
+  return "n/c" if math.isnan(need) else ("yes" if need <= have else "no")
+
+
 def _gib(n: float) -> str:
   return f"{n / 2**30:.2f}"
 
@@ -146,7 +155,7 @@ def main(argv):
   print(f"# jax {jax.__version__}, compiled on {jax.devices()[0].device_kind} "
         f"({os.cpu_count()} cores); global batch {_STEP}")
   header = ("| config | strategy | M | methods | steps | GFLOP/step | params GiB | opt+stats GiB "
-            "| temp GiB | compile s | target | mesh (run, member, data) | fits | "
+            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits | "
             "step ms @100% | step ms @40% |")
   totals = {}
   print(header)
@@ -167,7 +176,7 @@ def main(argv):
           devices = math.prod(mesh)
           # The state splits over (run, member) and is replicated over 'data'.
           state_bytes = (c["params"] + c["opt"]) / (mesh[0] * mesh[1])
-          per_device = state_bytes + (c["temp"] + c["batch"]) / devices
+          per_device = state_bytes + (c["temp"] + c["batch"]) / devices  # nan: not compiled.
           step_s = c["flops"] / devices / spec["flops"]
           key = (name, strategy, target)
           totals[key] = totals.get(key, 0.0) + step_s * config.num_train_steps * len(group)
@@ -175,7 +184,7 @@ def main(argv):
                 f"| {','.join(group)} | {config.num_train_steps} | {c['flops'] / 1e9:.0f} | "
                 f"{_gib(c['params'])} | {_gib(c['opt'])} | {_gib(c['temp'])} | "
                 f"{c['compile_s']:.0f} | {target} | {mesh} | "
-                f"{'yes' if per_device <= spec['memory'] else 'no'} ({_gib(per_device)} of "
+                f"{_fits(per_device, spec['memory'])} ({_gib(per_device)} of "
                 f"{_gib(spec['memory'])} GiB) | {1e3 * step_s:.3g} | {1e3 * step_s / 0.4:.3g} |",
                 flush=True)
     if _GROUPED.value and models.uses_convolutions(config.model.name):
