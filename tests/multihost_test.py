@@ -10,10 +10,11 @@ the run axis ((2, 1, 4), (2, 2, 2)); the loop strategy always splits the data ax
 Why not bitwise: with several processes XLA:CPU runs every all-reduce through the gloo
 collectives, also those among one process's own devices, and their summation order differs
 from the all-reduce of a single process. A gradient summed over more than 2 devices of the
-data axis therefore differs in the last bits (measured: relative 1e-7 on the metrics); a
-sum of two is exact either way. So the results are bitwise equal where the data axis has at
-most 2 devices (asserted: co-distillation on mesh (2, 2, 2)); elsewhere counts (accuracy,
-churn) are equal and floats agree to rtol 1e-5 + 1e-7 absolute.
+data axis therefore differs in the last bits (measured: at most 7.5e-6 relative on the
+metrics of these studies, most about 1e-7); a sum of two is exact either way. So the results
+are bitwise equal where the data axis has at most 2 devices (asserted: co-distillation on
+mesh (2, 2, 2)); elsewhere counts (accuracy, churn) are equal and floats agree to 5e-5
+relative + 1e-7 absolute.
 """
 
 import json
@@ -65,7 +66,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
   return procs
 
 
-def _wait(test, procs, workdir, timeout=900):
+def _wait(test, procs, workdir, timeout=1800):  # Generous: the machine may be shared.
   for i, p in enumerate(procs):
     rc = p.wait(timeout=timeout)
     with open(f"{workdir}.{len(procs)}.{i}.log") as f:
@@ -102,7 +103,7 @@ class MultiHostTest(absltest.TestCase):
     for path, a, b in diffs:
       self.assertIsInstance(a, float, path)  # Counts, names and costs are always equal.
       self.assertNotRegex(path, r"/(accuracy|churn)/", "a prediction flipped")
-      self.assertLessEqual(abs(a - b), 1e-5 * abs(b) + 1e-7, path)
+      self.assertLessEqual(abs(a - b), 5e-5 * abs(b) + 1e-7, path)
 
   def test_layouts_cross_processes(self):
     # The layouts the studies below cut between the two processes (4 devices each): a
