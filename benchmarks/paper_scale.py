@@ -41,6 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from churn_jax import methods, models, sharding, step as step_lib, train
+from churn_jax.models import layers
+
+# The ResNets compute their weight gradient in 16-example chunks on CPU only, unrolled
+# (models/layers.py): at batch 1024 that is 64 gradient convolutions per layer, a program a
+# TPU or GPU never runs and one that takes XLA:CPU very long to compile. Cost the program
+# they run: one chunk as large as the batch (the same FLOPs).
+layers.WEIGHT_GRAD_CHUNK = sys.maxsize
 
 _CONFIGS = flags.DEFINE_list("configs", ["cifar10", "cifar100", "svhn", "imagenet"],
                              "experiments/<name>.py configs to cost.")
