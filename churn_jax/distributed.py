@@ -18,12 +18,10 @@ all processes must call it at the same point of the program.
 
 import functools
 import os
-import sys
 from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import jax
-from jax._src import distributed as jax_distributed  # The client factory (maybe_initialize).
 from jax.experimental import multihost_utils
 import numpy as np
 
@@ -85,27 +83,14 @@ def maybe_initialize(environ=None) -> bool:
     how = detected_cluster()
     if how is None and force != "1":
       return False
-  # Detection fills whatever kwargs leave unset. When a peer stops sending heartbeats, JAX's
-  # client aborts the process with a C++ fatal log and a Python crash dump; the callback
-  # says it in one line and exits 1 instead (jax.distributed.initialize has no argument for
-  # it, so the client factory gets it for the duration of the call).
-  factory = jax_distributed._jax.get_distributed_runtime_client  # pylint: disable=protected-access
-  jax_distributed._jax.get_distributed_runtime_client = functools.partial(  # pylint: disable=protected-access
-      factory, missed_heartbeat_callback=_peer_lost)
-  try:
-    jax.distributed.initialize(**kwargs)
-  finally:
-    jax_distributed._jax.get_distributed_runtime_client = factory  # pylint: disable=protected-access
+  # Detection fills whatever kwargs leave unset. A peer that stops sending heartbeats for
+  # heartbeat_timeout_seconds makes JAX's client end this process (a C++ fatal log naming
+  # the lost task, exit by abort): no process waits forever for a dead one. A Python
+  # handler is not possible in jax 0.10.2: initialize() takes none, and the client's
+  # missed_heartbeat_callback, given a Python function, aborts with std::bad_cast.
+  jax.distributed.initialize(**kwargs)
   logging.info("jax.distributed initialised (%s)", how or "forced")
   return True
-
-
-def _peer_lost(status, *unused) -> None:
-  """Called by JAX's distributed client (its own thread) when the cluster reports an error."""
-  first = str(status).strip().splitlines()[0] if str(status).strip() else "unknown error"
-  print(f"error: another process of this job stopped or is unreachable ({first[:300]}); "
-        f"rerun every process to resume from the last checkpoint", file=sys.stderr, flush=True)
-  os._exit(1)  # Normal exit would wait for the lost peer at the shutdown barrier.
 
 
 def host_rows(batch_size: int, process_index: Optional[int] = None,
