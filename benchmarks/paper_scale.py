@@ -1,7 +1,8 @@
 """What the paper table costs on TPU and GPU, from the program itself, compiled on this CPU.
 
   nice python benchmarks/paper_scale.py --configs=cifar10,svhn --strategies=vmap,loop
-  nice python benchmarks/paper_scale.py --configs=imagenet --strategies=vmap --grouped_conv_check=false
+  nice python benchmarks/paper_scale.py --configs=imagenet --strategies=vmap --nocompile \
+      --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
 
 For each paper config (experiments/<name>.py: its model, R runs, global batch 1024, its
 methods and step count) and strategy, the stacked train step of each distinct member count

@@ -48,7 +48,8 @@ runtime_version() {
     v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
     v5p-*) echo v2-alpha-tpuv5 ;;
     v6e-*) echo v2-alpha-tpuv6e ;;
-    *) die "no runtime version known for ACCELERATOR_TYPE=${ACCELERATOR_TYPE}; set RUNTIME_VERSION" ;;
+    *) die "no runtime version known for ACCELERATOR_TYPE=${ACCELERATOR_TYPE};" \
+         "set RUNTIME_VERSION" ;;
   esac
 }
 
