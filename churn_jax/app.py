@@ -199,6 +199,7 @@ def main(config, workdir: str) -> int:
   """Runs the study; returns the exit code. Errors are one line on stderr."""
   # Heavy imports after parsing, so a bad command line fails in a fraction of a second.
   from churn_jax import distributed, report, train  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   try:
     workdir_lock.check_workdir(workdir)
     distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
@@ -215,6 +216,9 @@ def main(config, workdir: str) -> int:
     # Bad input, a busy workdir or a diverged run: one clear line, non-zero exit.
     print(f"error: {_last_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
     return 1
+  except jax.errors.JaxRuntimeError as e:  # A peer process died, or a device failed.
+    print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
+    os._exit(1)  # Exit handlers would wait for the lost peer at jax's shutdown barrier.
   print(report.format_table(results))
   print(f"results written to {workdir.rstrip('/')}/results.{{json,csv,md}}")
   return 0

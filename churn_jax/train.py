@@ -116,11 +116,14 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       k: v for k, v in config.model.items() if k != "name"})  # The study's model.
   train_step = step_lib.make_train_step(model, method, tx, strategy, x_range, teacher_model)
   teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
-  batches = dataset.train_batches(config.batch_size,
-                                  data_seeds(config.seed, run_ids, "data" in vary,
-                                             method.streams_per_run),
-                                  start_step, num_steps - start_step)
   batch_sharding = sharding.batch_sharding(mesh)
+  # Each process feeds only the (run, row) block its devices hold (derived from the sharding).
+  # With independent member data there is one stream per (run, member), run-major.
+  streams = len(run_ids) * method.streams_per_run
+  batches = distributed.host_batches(dataset, config.batch_size,
+                                     data_seeds(config.seed, run_ids, "data" in vary,
+                                                method.streams_per_run),
+                                     start_step, num_steps - start_step, batch_sharding)
 
   log_every = max(1, int(config.get("log_every_steps", 100)))
   eval_every = int(config.get("eval_every_steps", 0) or 0)
@@ -134,7 +137,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   losses = np.full(len(run_ids), np.nan)
   input_seconds = 0.0  # Time the loop waited for its next batch (benchmarks/input_pipeline.py).
   # A thread gathers, transfers and shards the next batches while the step runs.
-  batch_iter = distributed.prefetch_to_device(batches, batch_sharding, config.batch_size)
+  batch_iter = distributed.prefetch_to_device(batches, batch_sharding,
+                                              (streams, config.batch_size))
   watcher = preemption.current()  # SIGTERM/SIGINT: stop at a step boundary, checkpointed.
   try:
     for step in range(start_step + 1, num_steps + 1):
@@ -146,7 +150,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       state, step_metrics = train_step(state, batch, teacher_vars)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
-        losses = np.asarray(step_metrics["loss"])
+        losses = distributed.to_host(step_metrics["loss"])
         _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
@@ -173,7 +177,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
 
 def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int],
                   checkpointer: Optional[checkpoint.MethodCheckpointer] = None):
-  first = np.asarray(state.first_nonfinite)
+  first = distributed.to_host(state.first_nonfinite)  # Gathered from every process.
   if (first >= 0).any():
     r, m = np.argwhere(first >= 0)[np.argmin(first[first >= 0])]
     kept = checkpointer.latest_step() if checkpointer is not None else None
@@ -198,7 +202,7 @@ def predict(model, state, dataset, strategy: str, batch_size: int, predict_fn=No
   predict_fn = predict_fn or step_lib.make_predict(model, strategy)  # Reuse: one compile.
   probs, labels = [], []
   for x, y in dataset.test_batches(batch_size):
-    probs.append(np.asarray(predict_fn(state, jnp.asarray(x))))
+    probs.append(distributed.to_host(predict_fn(state, np.asarray(x))))
     labels.append(np.asarray(y))
   return np.concatenate(probs, axis=2), np.concatenate(labels)
 

@@ -87,6 +87,83 @@ class PrefetchToDeviceTest(absltest.TestCase):
 
 
 
+class _Layout:
+  """A stand-in sharding: the blocks one process's devices hold, written by hand."""
+
+  def __init__(self, *blocks):
+    self.blocks = blocks
+
+  def addressable_devices_indices_map(self, shape):
+    del shape
+    return {i: tuple(slice(*r) for r in block) for i, block in enumerate(self.blocks)}
+
+
+class HostBlockTest(absltest.TestCase):
+  """Which block of an (R, B) or (R, M, B) batch a process feeds, for hand-made layouts."""
+
+  def test_block_of_each_layout(self):
+    # Process 0 of 2, 4 devices each, R=2 runs of B=8 rows.
+    runs_across = _Layout(*[((0, 1), (2 * i, 2 * i + 2)) for i in range(4)])  # mesh (2, 1, 4)
+    members_across = _Layout(*[((0, 2), (2 * i, 2 * i + 2)) for i in range(4)])  # (1, 2, 4)
+    data_across = _Layout(*[((0, 2), (i, i + 1)) for i in range(4)])  # (1, 1, 8)
+    self.assertEqual(distributed.host_block(runs_across, (2, 8)), ((0, 1), (0, 8)))
+    self.assertEqual(distributed.host_block(members_across, (2, 8)), ((0, 2), (0, 8)))
+    self.assertEqual(distributed.host_block(data_across, (2, 8)), ((0, 2), (0, 4)))
+    per_member = _Layout(((1, 2), (0, 1), (4, 8)), ((1, 2), (1, 2), (4, 8)))  # (R, M, B)
+    self.assertEqual(distributed.host_block(per_member, (2, 2, 8)), ((1, 2), (0, 2), (4, 8)))
+
+  def test_a_layout_that_is_not_one_block_is_refused(self):
+    corners = _Layout(((0, 1), (0, 4)), ((1, 2), (4, 8)))
+    with self.assertRaisesRegex(ValueError, "not one block"):
+      distributed.host_block(corners, (2, 8))
+
+  def test_host_batches_are_the_block_of_the_global_batch(self):
+    rng = np.random.default_rng(1)
+    ds = data.Dataset("d", rng.normal(size=(40, 3)).astype(np.float32),
+                      rng.integers(0, 3, 40).astype(np.int32), np.zeros((4, 3), np.float32),
+                      np.zeros(4, np.int32), 3)
+    seeds = [5, 6, 7]
+    whole = list(ds.train_batches(8, seeds, 3, 4))
+    layout = _Layout(((1, 3), (4, 6)), ((1, 3), (6, 8)))  # Runs 1-2, rows 4-8.
+    part = list(distributed.host_batches(ds, 8, seeds, 3, 4, layout))
+    self.assertLen(part, 4)
+    for (xw, yw), (xp, yp) in zip(whole, part):
+      np.testing.assert_array_equal(xp, xw[1:3, 4:8])
+      np.testing.assert_array_equal(yp, yw[1:3, 4:8])
+    # A member axis between runs and rows is cut after the source made it.
+    members = _Layout(((0, 3), (1, 2), (0, 8)))
+    source = _MemberSource(ds, num_members=2)
+    part = list(distributed.host_batches(source, 8, seeds, 0, 2, members, (3, 2, 8)))
+    np.testing.assert_array_equal(part[1][0], next(iter(
+        source.train_batches(8, seeds, 1, 1)))[0][:, 1:2])
+
+
+class _MemberSource:
+  """(R, M, B, ...) batches: member m of run r sees the data order of seed r * 10 + m."""
+
+  def __init__(self, ds, num_members):
+    self.ds, self.num_members = ds, num_members
+
+  def train_batches(self, batch_size, seeds, start_step, num_steps):
+    per_member = [self.ds.train_batches(batch_size, [s * 10 + m for s in seeds], start_step,
+                                        num_steps) for m in range(self.num_members)]
+    for parts in zip(*per_member):
+      yield tuple(np.stack([p[i] for p in parts], axis=1) for i in range(2))
+
+
+class DetectionTest(absltest.TestCase):
+
+  def test_initialises_only_where_asked_or_detected(self):
+    self.assertIsNone(distributed.detected_cluster())  # No cluster on this machine.
+    self.assertFalse(distributed.maybe_initialize({}))
+    self.assertFalse(distributed.maybe_initialize({"CHURN_JAX_DISTRIBUTED": "0",
+                                                   "CHURN_JAX_COORDINATOR": "127.0.0.1:1"}))
+    slurm = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-2]", SLURM_NTASKS="2",
+                 SLURM_PROCID="0", SLURM_LOCALID="0")
+    with absltest.mock.patch.dict(os.environ, slurm):
+      self.assertEqual(distributed.detected_cluster(), "SlurmCluster")
+
+
 class SubprocessTest(absltest.TestCase):
 
   def test_sharded_over_4_devices(self):
@@ -106,7 +183,7 @@ class ChildTest(absltest.TestCase):
 
 # The parent collects the subprocess test; the child reruns PrefetchTest on 4 devices.
 if _CHILD:
-  del SubprocessTest
+  del SubprocessTest, HostBlockTest, DetectionTest
 else:
   del ChildTest
 

@@ -7,6 +7,7 @@ jitted training step.
 
 import dataclasses
 import hashlib
+import itertools
 from typing import Optional
 
 import numpy as np
@@ -46,11 +47,19 @@ class Dataset:
 
   # The source protocol the trainer reads (a TFDS source streams the same two methods).
   def train_batches(self, batch_size: int, seeds, start_step: int = 0,
-                    num_steps: Optional[int] = None):
-    """Yields (x (R, B, ...), y (R, B)) from `start_step`, one data order per run seed."""
+                    num_steps: Optional[int] = None, rows=None):
+    """Yields (x (R, B, ...), y (R, B)) from `start_step`, one data order per run seed.
+
+    `rows=(start, stop)`: only those rows of each batch (one process's share).
+    """
     from churn_jax.data.ordering import RunBatches  # ordering is independent of Dataset.
-    return RunBatches(self.x_train, self.y_train, batch_size, seeds).iterate(
-        start_step, num_steps)
+    batches = RunBatches(self.x_train, self.y_train, batch_size, seeds)
+    if rows is None:
+      return batches.iterate(start_step, num_steps)
+    steps = itertools.count(start_step) if num_steps is None else range(
+        start_step, start_step + num_steps)
+    return ((self.x_train[i], self.y_train[i])
+            for i in (batches.indices(s)[:, slice(*rows)] for s in steps))
 
   def test_batches(self, batch_size: int):
     """Yields (x, y) over the whole test split in order; the last batch may be smaller."""

@@ -203,14 +203,16 @@ class TFDSSource:
     return self.num_train // batch_size
 
   def train_batches(self, batch_size: int, seeds: Sequence[int], start_step: int = 0,
-                    num_steps: Optional[int] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+                    num_steps: Optional[int] = None, rows: Optional[Tuple[int, int]] = None
+                    ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Yields (x (R, b, H, W, C) float32, y (R, b) int32) from `start_step`.
 
     b = batch_size on one host, batch_size / process_count per host otherwise; the rows a
     host yields are the same rows of the batch one host would yield (augmentation included).
+    `rows=(start, stop)` names the rows (the trainer derives them from the batch sharding).
     """
     order = RunBatches(np.arange(self.num_train), np.arange(self.num_train), batch_size, seeds)
-    lo, hi = self.host_rows(batch_size)
+    lo, hi = self.host_rows(batch_size) if rows is None else rows
     step = int(start_step)
     end = None if num_steps is None else step + int(num_steps)
     while end is None or step < end:

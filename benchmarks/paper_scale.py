@@ -1,0 +1,209 @@
+"""What the paper table costs on TPU and GPU, from the program itself, compiled on this CPU.
+
+  nice python benchmarks/paper_scale.py --configs=cifar10,svhn --strategies=vmap,loop
+  nice python benchmarks/paper_scale.py --configs=imagenet --strategies=vmap --nocompile \
+      --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
+
+For each paper config (experiments/<name>.py: its model, R runs, global batch 1024, its
+methods and step count) and strategy, the stacked train step of each distinct member count
+M among the config's methods (baseline-like methods M=1, co-distillation M=2; their losses
+differ only in a few elementwise ops) is traced with abstract shapes (jax.ShapeDtypeStruct:
+no data, no parameters allocated), lowered and compiled for this CPU. It prints
+
+  - FLOPs per step (XLA cost analysis of the compiled step);
+  - bytes of parameters and optimizer state (the abstract TrainState) and the step's peak
+    temporaries (XLA memory analysis of the one-device CPU compile);
+  - per target (TPU v3-8, v4-8, v5e-8, one H100): the mesh make_mesh would choose
+    (churn_jax/sharding.py), whether state + temporaries fit one device's memory when split
+    evenly over that mesh, the step time at 100% and 40% of peak FLOP/s, and the hours of
+    the config's whole table (every method, its num_train_steps, one method after another).
+
+Assumptions, stated: the work and temporaries split evenly over the mesh's devices; the step
+is compute bound (no input, communication or memory-bandwidth limits); float32 convolutions
+and matmuls run at the bf16 peak on TPU (XLA's default precision is one bf16 pass) and at the
+TF32 peak on the H100 (JAX's default precision on GPU). Temporaries are XLA:CPU's, not the TPU
+compiler's. Evaluation and checkpoint time are not counted.
+
+With --grouped_conv_check, the vmap step of the config's model is also lowered for TPU
+(jax.export, no TPU needed) and its convolutions are counted by feature_group_count.
+"""
+
+import functools
+import importlib.util
+import math
+import os
+import re
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from churn_jax import methods, models, sharding, step as step_lib, train
+from churn_jax.models import layers
+
+# The ResNets compute their weight gradient in 16-example chunks on CPU only, unrolled
+# (models/layers.py): at batch 1024 that is 64 gradient convolutions per layer, a program a
+# TPU or GPU never runs and one that takes XLA:CPU very long to compile. Cost the program
+# they run: one chunk as large as the batch (the same FLOPs).
+layers.WEIGHT_GRAD_CHUNK = sys.maxsize
+
+_CONFIGS = flags.DEFINE_list("configs", ["cifar10", "cifar100", "svhn", "imagenet"],
+                             "experiments/<name>.py configs to cost.")
+_STRATEGIES = flags.DEFINE_list("strategies", ["vmap", "loop"], "Execution strategies.")
+_COMPILE = flags.DEFINE_bool("compile", True,
+                             "Compile for the CPU (FLOPs and memory); false: FLOPs of the "
+                             "lowered program only, for models too slow to compile here.")
+_GROUPED = flags.DEFINE_bool("grouped_conv_check", True,
+                             "Count grouped convolutions in the TPU lowering of the vmap step.")
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Per device (what JAX calls a device): peak dense FLOP/s and memory.
+TARGETS = {
+    # https://cloud.google.com/tpu/docs/v3: 123 TFLOP/s (bf16) and 32 GiB HBM per chip, two
+    # TensorCores per chip, each a JAX device: a v3-8 is 8 devices of 61.5 TFLOP/s, 16 GiB.
+    "TPU v3-8": dict(devices=8, flops=123e12 / 2, memory=32 * 2**30 / 2),
+    # https://cloud.google.com/tpu/docs/v4: 275 TFLOP/s (bf16), 32 GiB HBM per chip; a chip
+    # (megacore) is one JAX device; v4-8 has 4 chips.
+    "TPU v4-8": dict(devices=4, flops=275e12, memory=32 * 2**30),
+    # https://cloud.google.com/tpu/docs/v5e: 197 TFLOP/s (bf16), 16 GB HBM per chip, one
+    # TensorCore per chip; v5litepod-8 has 8 chips.
+    "TPU v5e-8": dict(devices=8, flops=197e12, memory=16e9),
+    # https://www.nvidia.com/en-us/data-center/h100/ (H100 SXM datasheet): TF32 Tensor Core
+    # 989 TFLOP/s with sparsity = 494.5 dense; 80 GB HBM3.
+    "H100": dict(devices=1, flops=989e12 / 2, memory=80e9),
+}
+_STEP = 1024  # The paper's global batch.
+
+
+def load_config(name: str):
+  path = os.path.join(_ROOT, "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"paper_scale_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _num_classes(config) -> int:
+  from churn_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  return tfds_source.SPECS[config.data.name].num_classes
+
+
+def _input_shape(config):
+  if "image_size" in config.data:
+    return (int(config.data.image_size),) * 2 + (3,)
+  return (32, 32, 3)
+
+
+def _nbytes(tree) -> int:
+  return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+             for x in jax.tree_util.tree_leaves(tree))
+
+
+def abstract_step(config, method, strategy):
+  """(jitted step, abstract state, abstract batch) of `method` in `config`; nothing allocated."""
+  model_cfg = dict(config.model)
+  model = models.get_model(model_cfg.pop("name"), _num_classes(config), **model_cfg)
+  tx = step_lib.make_optimizer(config.optimizer, config.lr)
+  runs, members = int(config.num_runs), method.num_members
+  shape = _input_shape(config)
+  keys = train.member_keys(config.seed, range(runs), members, True)
+  run_rngs = jnp.zeros((runs, 2), jnp.uint32)
+  init = functools.partial(step_lib.init_state, model, tx,
+                           keep_stale=method.stale_refresh_steps > 0)
+  state = jax.eval_shape(lambda k, r: init(k, r, jnp.zeros((1,) + shape)), keys, run_rngs)
+  batch = (jax.ShapeDtypeStruct((runs, config.batch_size) + shape, jnp.float32),
+           jax.ShapeDtypeStruct((runs, config.batch_size), jnp.int32))
+  return step_lib.make_train_step(model, method, tx, strategy), state, batch
+
+
+def cost(config, method, strategy):
+  """FLOPs, state bytes, temporaries and compile seconds of one step."""
+  step, state, batch = abstract_step(config, method, strategy)
+  start = time.perf_counter()
+  program = step.lower(state, batch, {})
+  if _COMPILE.value:
+    program = program.compile()
+  seconds = time.perf_counter() - start
+  analysis = program.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  temp = program.memory_analysis().temp_size_in_bytes if _COMPILE.value else float("nan")
+  return dict(flops=float(analysis["flops"]), params=_nbytes(state.params),
+              opt=_nbytes(state.opt_state) + _nbytes(state.batch_stats) + _nbytes(state.stale),
+              temp=float(temp), batch=_nbytes(batch), compile_s=seconds)
+
+
+def grouped_convolutions(config, method) -> str:
+  """How the TPU lowering of the vmap step writes its convolutions."""
+  step, state, batch = abstract_step(config, method, "vmap")
+  exported = jax.export.export(step, platforms=["tpu"])(state, batch, {})
+  text = exported.mlir_module()
+  features = [int(g) for g in re.findall(r"feature_group_count = (\d+)", text)]
+  batches = [int(g) for g in re.findall(r"batch_group_count = (\d+)", text)]
+  convs = len(re.findall(r"stablehlo.convolution", text))
+  return (f"{config.model.name} vmap R={config.num_runs} M={method.num_members}, TPU lowering: "
+          f"{convs} convolutions; feature_group_count > 1 in {sum(g > 1 for g in features)} "
+          f"(values {sorted(set(features))}), batch_group_count > 1 in "
+          f"{sum(g > 1 for g in batches)} (values {sorted(set(batches))})")
+
+
+def _fits(need: float, have: float) -> str:
+  return "n/c" if math.isnan(need) else ("yes" if need <= have else "no")
+
+
+def _gib(n: float) -> str:
+  return f"{n / 2**30:.2f}"
+
+
+def main(argv):
+  del argv
+  print(f"# jax {jax.__version__}, compiled on {jax.devices()[0].device_kind} "
+        f"({os.cpu_count()} cores); global batch {_STEP}")
+  header = ("| config | strategy | M | methods | steps | GFLOP/step | params GiB | opt+stats GiB "
+            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits | "
+            "step ms @100% | step ms @40% |")
+  totals = {}
+  print(header)
+  print("|" + "---|" * (header.count("|") - 1))
+  for name in _CONFIGS.value:
+    config = load_config(name)
+    assert config.batch_size == _STEP, config.batch_size
+    names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
+    built = {n: methods.build(n, config.method_configs[n], config.num_train_steps) for n in names}
+    by_members = {}
+    for n, m in built.items():
+      by_members.setdefault(m.num_members, []).append(n)
+    for strategy in _STRATEGIES.value:
+      for members, group in sorted(by_members.items()):
+        c = cost(config, built[group[0]], strategy)
+        for target, spec in TARGETS.items():
+          mesh = sharding.mesh_shape(spec["devices"], config.num_runs, members, _STEP, strategy)
+          devices = math.prod(mesh)
+          # The state splits over (run, member) and is replicated over 'data'.
+          state_bytes = (c["params"] + c["opt"]) / (mesh[0] * mesh[1])
+          per_device = state_bytes + (c["temp"] + c["batch"]) / devices  # nan: not compiled.
+          step_s = c["flops"] / devices / spec["flops"]
+          key = (name, strategy, target)
+          totals[key] = totals.get(key, 0.0) + step_s * config.num_train_steps * len(group)
+          print(f"| {name} ({config.model.name}, R={config.num_runs}) | {strategy} | {members} "
+                f"| {','.join(group)} | {config.num_train_steps} | {c['flops'] / 1e9:.0f} | "
+                f"{_gib(c['params'])} | {_gib(c['opt'])} | {_gib(c['temp'])} | "
+                f"{c['compile_s']:.0f} | {target} | {mesh} | "
+                f"{_fits(per_device, spec['memory'])} ({_gib(per_device)} of "
+                f"{_gib(spec['memory'])} GiB) | {1e3 * step_s:.3g} | {1e3 * step_s / 0.4:.3g} |",
+                flush=True)
+    if _GROUPED.value and models.uses_convolutions(config.model.name):
+      members = max(by_members)
+      print("#", grouped_convolutions(config, built[by_members[members][0]]), flush=True)
+  print("\n| config | strategy | target | table hours @100% | table hours @40% |")
+  print("|---|---|---|---|---|")
+  for (name, strategy, target), seconds in totals.items():
+    print(f"| {name} | {strategy} | {target} | {seconds / 3600:.3g} | "
+          f"{seconds / 3600 / 0.4:.3g} |")
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
