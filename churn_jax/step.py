@@ -116,10 +116,12 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   its logits (stale peers, teacher outputs, perturbed inputs) is computed here, outside the
   differentiated function, and passed to the loss as `extra`.
   """
-  def train_step(state: TrainState, batch, teacher):
+  def train_step(state: TrainState, batch, teacher, coefficients=None):
     x, y = batch  # (R, B, ...), (R, B)
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
     extra, x_aux = {}, None
+    if coefficients is not None:  # Per-run coefficients (R,) of a stacked sweep (sweeps.py).
+      extra["coefficients"] = coefficients
     if method.teacher is not None:
       extra["teacher_logits"] = _frozen_logits(model, teacher, x, strategy)
     if method.stale_refresh_steps:

@@ -80,12 +80,16 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
 def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                  run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
                  checkpointer: Optional[checkpoint.MethodCheckpointer] = None,
-                 teacher: Optional[step_lib.TrainState] = None) -> MethodRun:
+                 teacher: Optional[step_lib.TrainState] = None, coefficients=None,
+                 stop_on_nonfinite: bool = True) -> MethodRun:
   """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
 
   With a checkpointer, training resumes from its latest readable checkpoint and saves
   periodically; the result is bitwise the same as an uninterrupted run on CPU. `teacher` is
   the trained state of the method's stage-1 teacher (same runs), for two-stage methods.
+  `coefficients` (a pytree of (R,) arrays) reaches the loss as extra["coefficients"] (a
+  stacked sweep, churn_jax/sweeps.py); with `stop_on_nonfinite` False a diverged run does not
+  stop the others (the caller reads state.first_nonfinite).
   """
   if method.teacher is not None and teacher is None:
     raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
@@ -122,11 +126,12 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       wait_start = time.perf_counter()
       batch = next(batch_iter)
       input_seconds += time.perf_counter() - wait_start
-      state, step_metrics = train_step(state, batch, teacher_vars)
+      state, step_metrics = train_step(state, batch, teacher_vars, coefficients)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
         losses = np.asarray(step_metrics["loss"])
-        _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
+        if stop_on_nonfinite:
+          _check_finite(state, method.name, run_ids)  # Before saving: keep the last good one.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
       if save:
