@@ -164,6 +164,6 @@ def split_validation(dataset: Dataset, fraction: float, seed: int = 0):
   val, keep = np.sort(order[:num_val]), np.sort(order[num_val:])
   train = dataclasses.replace(dataset, x_train=dataset.x_train[keep],
                               y_train=dataset.y_train[keep])
-  validation = dataclasses.replace(dataset, name=dataset.name + "/validation",
+  validation = dataclasses.replace(train, name=dataset.name + "/validation",
                                    x_test=dataset.x_train[val], y_test=dataset.y_train[val])
   return train, validation
