@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from churn_jax import (checkpoint, data as data_lib, evaluate, host_devices, methods, models,
-                       results_store, stack, train, validate)
+                       results_store, sharding, stack, train, validate)
 from churn_jax import step as step_lib
 from churn_jax.data import dataset as dataset_lib
 
@@ -215,6 +215,15 @@ def _tile_runs(tree, times: int):
       else tree
 
 
+def _point_state(state: step_lib.TrainState, rows: slice, mesh) -> step_lib.TrainState:
+  """The runs `rows` of a stacked state, placed as a study of those runs alone places them
+  (so prediction runs the very program, on the very layout, of the point alone)."""
+  point = state.replace(**{f: jax.tree_util.tree_map(lambda a: a[rows], getattr(state, f))
+                           for f in ("params", "batch_stats", "opt_state", "rng",
+                                     "first_nonfinite", "stale")})
+  return jax.device_put(point, step_lib.state_sharding(mesh, point))
+
+
 def _model(config, num_classes):
   model_cfg = dict(config.model)
   name = model_cfg.pop("name")
@@ -256,6 +265,9 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
   model, strategy = _model(config, dataset.num_classes)
   num_runs, failed, states = int(config.num_runs), [], {}
+  # One study's mesh layout for every stack, so each point splits its batch (and its runs)
+  # over the devices as the point alone does: same reductions, same numbers.
+  meshes, eval_batch = {}, int(config.get("eval_batch_size", 1000))
   for unit in _units(order, sweeps):
     todo = [i for i, p in enumerate(unit.points) if not store.is_finished(p)]
     if not todo:
@@ -282,18 +294,16 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
     ckpt = checkpoint.MethodCheckpointer(ckpt_dir, config.get("checkpoint_every_steps", 0),
                                          config.get("checkpoints_to_keep", 2))
     logging.info("%s: %d point(s) x %d runs in one stack", unit.name, len(todo), num_runs)
+    mesh = meshes.setdefault(method.num_members, sharding.make_mesh(
+        num_runs, method.num_members, int(config.batch_size), strategy=strategy))
     try:
-      out = train.train_method(config, dataset, method, run_ids=run_ids, tx=tx,
+      out = train.train_method(config, dataset, method, run_ids=run_ids, tx=tx, mesh=mesh,
                                checkpointer=ckpt, teacher=teacher, coefficients=coefficients,
                                stop_on_nonfinite=unit.sweep is None)
     finally:
       ckpt.close()
     if unit.name in teachers:
       states[unit.name] = out.state
-    val_probs = None
-    if validation is not None:
-      val_probs, val_labels = train.predict(model, out.state, validation, strategy,
-                                            config.get("eval_batch_size", 1000))
     first_bad = np.asarray(out.state.first_nonfinite)
     teacher_cost = (methods.build(method.teacher, config.method_configs[method.teacher],
                                   num_steps).training_cost if method.teacher else 0.0)
@@ -305,16 +315,20 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
         failed.append(name)
         continue
       alpha = config.get("schurn_alpha", 1.0)
-      entry = evaluate.summarize(np.asarray(method.deployed_probs(out.member_probs[rows])),
-                                 out.labels, alpha)
+      state, probs = out.state, out.member_probs
+      if unit.sweep is not None:  # Predict with the point's runs alone: the same program.
+        state = _point_state(out.state, rows, mesh)
+        probs = train.predict(model, state, dataset, strategy, eval_batch)[0]
+      entry = evaluate.summarize(np.asarray(method.deployed_probs(probs)), out.labels, alpha)
       entry.update(num_members=method.num_members, prediction=method.prediction,
                    training_cost=method.training_cost + teacher_cost,
                    inference_cost=method.inference_cost)
       if unit.sweep is not None:
         entry["sweep"] = {"method": unit.name, "key": unit.sweep.key, "value": unit.values[i]}
-      if val_probs is not None:
+      if validation is not None:
+        val_probs, val_labels = train.predict(model, state, validation, strategy, eval_batch)
         entry["validation"] = evaluate.summarize(
-            np.asarray(method.deployed_probs(val_probs[rows])), val_labels, alpha)
+            np.asarray(method.deployed_probs(val_probs)), val_labels, alpha)
       # The stack's wall time is shared by its points.
       store.add(name, entry, train_seconds=out.train_seconds / len(todo),
                 input_seconds=out.input_seconds / len(todo))

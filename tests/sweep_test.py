@@ -1,6 +1,16 @@
-"""Sweeps inside the stack: every point equals the same point run alone, churn stays per point."""
+"""Sweeps inside the stack: every point equals the same point run alone, churn stays per point.
 
+The two-device check runs in a fresh subprocess of this file (`python tests/sweep_test.py
+child`): the fake device count must be set before jax is imported.
+"""
+
+import os
+import sys
 import tempfile
+
+_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
+if _CHILD:
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 
 from absl.testing import absltest
 import chex
@@ -98,5 +108,37 @@ class SpecTest(absltest.TestCase):
     sweeps.check_traceable(sweeps.Sweep("codistill", "beta.value", (0.1, 0.2)), cfg, 10)
 
 
+class TwoDevicesTest(absltest.TestCase):
+
+  def test_points_equal_points_alone_on_two_devices(self):
+    proc = testing.run_child(__file__)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("OK", proc.stderr)
+
+
+class ChildTest(absltest.TestCase):
+  """Runs in the child process only, where 2 fake devices exist."""
+
+  def test_study_on_two_devices(self):
+    self.assertLen(jax.devices(), 2)
+    # 3 runs on 2 devices: a study alone splits the batch (data axis 2); the stack of 6 runs
+    # must do the same rather than split its runs, or the gradient sums differ.
+    config = testing.tiny_config(num_runs=3, num_steps=3, methods="codistill")
+    config.cpu_devices = 2
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+      results = sweeps.train_study(config, d1, [sweeps.Sweep("codistill", "beta.value",
+                                                             (0.5, 0.3))])
+      point = config.copy_and_resolve_references()
+      point.method_configs.codistill.beta.value = 0.3
+      alone = train.train_and_evaluate(point, d2)["methods"]["codistill"]
+    for key in ("accuracy", "churn", "nll"):
+      self.assertEqual(results["methods"]["codistill@beta=0.3"][key], alone[key], key)
+
+
+if not _CHILD:
+  del ChildTest  # Collected only in the child, which has the 2 devices it needs.
+
 if __name__ == "__main__":
+  if _CHILD:
+    sys.argv = sys.argv[:1] + ["ChildTest"]
   absltest.main()
