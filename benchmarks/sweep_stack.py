@@ -87,6 +87,11 @@ def _cost(config, num_points):
   return float(analysis["flops"]), float(analysis.get("bytes accessed", float("nan")))
 
 
+def _roofline_us(flops, num_bytes, peak):
+  """Microseconds a step needs at the chip's peak: the slower of arithmetic and memory."""
+  return 1e6 * max(flops / (peak["fp32_tflops"] * 1e12), num_bytes / (peak["hbm_tb_s"] * 1e12))
+
+
 def main(argv):
   del argv
   config = _config()
@@ -122,10 +127,9 @@ def main(argv):
       max_metric_difference=max_diff,
       step_flops_one_study=flops_1, step_bytes_one_study=bytes_1,
       step_flops_stacked=flops_s, step_bytes_stacked=bytes_s,
-      roofline_us={chip: {
-          "one_study": 1e6 * max(flops_1 / (p["fp32_tflops"] * 1e12), bytes_1 / (p["hbm_tb_s"] * 1e12)),
-          "stacked": 1e6 * max(flops_s / (p["fp32_tflops"] * 1e12), bytes_s / (p["hbm_tb_s"] * 1e12))}
-          for chip, p in PEAKS.items()})
+      roofline_us={chip: {"one_study": _roofline_us(flops_1, bytes_1, p),
+                          "stacked": _roofline_us(flops_s, bytes_s, p)}
+                   for chip, p in PEAKS.items()})
   if _JSON.value:
     print(json.dumps(out))
     return

@@ -65,10 +65,10 @@ def warmup_step_decay(base_lr: float, warmup_steps: int, decay_boundaries: Seque
 def from_config(cfg: Mapping[str, Any] | float, num_steps: int) -> optax.Schedule:
   """Builds a coefficient schedule from a config entry.
 
-  A plain number (or a traced value, for a sweep inside the stack) is a constant. A mapping has `kind` in {constant, linear_rampup,
-  step_burnin} and `value`; ramp lengths are `rampup_steps`/`burnin_steps`, or the
-  same as a fraction of training (`rampup_fraction`, `burnin_fraction`), so one config serves
-  a quick run and a long one.
+  A plain number (or a traced value, for a sweep inside the stack) is a constant. A mapping
+  has `kind` in {constant, linear_rampup, step_burnin} and `value`; ramp lengths are
+  `rampup_steps`/`burnin_steps`, or the same as a fraction of training (`rampup_fraction`,
+  `burnin_fraction`), so one config serves a quick run and a long one.
   """
   if not hasattr(cfg, "get"):
     return constant(cfg)

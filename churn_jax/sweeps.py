@@ -287,8 +287,8 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
     if method.teacher:
       teacher_method = methods.build(method.teacher, config.method_configs[method.teacher],
                                      num_steps)
-      teacher = states.get(method.teacher) or train._restore_teacher(  # pylint: disable=protected-access
-          config, dataset, teacher_method, store, tx)
+      restore = train._restore_teacher  # pylint: disable=protected-access
+      teacher = states.get(method.teacher) or restore(config, dataset, teacher_method, store, tx)
       teacher = _tile_runs(teacher, len(todo))
     run_ids = list(range(num_runs)) * len(todo)
     ckpt = checkpoint.MethodCheckpointer(ckpt_dir, config.get("checkpoint_every_steps", 0),

@@ -24,7 +24,9 @@ DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 def deterministic_xla_flags(xla_flags: str) -> str:
   """XLA_FLAGS with XLA:GPU's deterministic reductions and scatters switched on (XLA:CPU
   ignores the flag: it is deterministic already)."""
-  return xla_flags if DETERMINISTIC_FLAG in xla_flags else f"{xla_flags} {DETERMINISTIC_FLAG}".strip()
+  if DETERMINISTIC_FLAG in xla_flags:
+    return xla_flags
+  return f"{xla_flags} {DETERMINISTIC_FLAG}".strip()
 
 
 def deterministic_ops_enabled() -> bool:

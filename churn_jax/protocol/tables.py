@@ -147,7 +147,8 @@ def summary_latex(rows, caption: str = "") -> str:
   """A booktabs table: accuracy and churn (mean $\\pm$ std, %), Δchurn with its interval."""
   esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")
   lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrrrrl}", r"\toprule",
-           r"Method & Coef. & Accuracy (\%) & Churn (\%) & SChurn (\%) & $\Delta$Churn [95\% CI] \\",
+           r"Method & Coef. & Accuracy (\%) & Churn (\%) & SChurn (\%) & "
+           r"$\Delta$Churn [95\% CI] \\",
            r"\midrule"]
   for r in rows:
     pm = lambda k: (f"{100 * r[k]['mean']:.2f} $\\pm$ {100 * r[k]['std']:.2f}" if k in r else "-")
