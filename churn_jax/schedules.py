@@ -6,11 +6,21 @@ learning-rate warm-up is built here from optax schedules, so warm-ups are writte
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import optax
 
 
+def _value(value):
+  """A coefficient in float32: a number, or a traced per-run value of a sweep inside the stack
+  (churn_jax/sweeps.py), kept as it is. Numbers become numpy float32 (no device needed at
+  build time), so arithmetic on a coefficient rounds the same whether it is a number or
+  traced, and a point of a stacked sweep computes what the same number computes alone."""
+  return np.float32(value) if isinstance(value, (int, float, np.number)) else value
+
+
 def constant(value: float) -> optax.Schedule:
-  return optax.constant_schedule(float(value))
+  value = _value(value)
+  return lambda count: value
 
 
 def linear_rampup(value: float, rampup_steps: int, start_step: int = 0) -> optax.Schedule:
@@ -20,7 +30,7 @@ def linear_rampup(value: float, rampup_steps: int, start_step: int = 0) -> optax
   """
   if rampup_steps <= 0:
     return step_burnin(value, start_step)
-  ramp = optax.linear_schedule(0.0, float(value), int(rampup_steps))
+  ramp = optax.linear_schedule(0.0, _value(value), int(rampup_steps))
   if start_step <= 0:
     return ramp
   return optax.join_schedules([optax.constant_schedule(0.0), ramp], [int(start_step)])
@@ -31,7 +41,7 @@ def step_burnin(value: float, burnin_steps: int) -> optax.Schedule:
   if burnin_steps <= 0:
     return constant(value)
   return optax.join_schedules(
-      [optax.constant_schedule(0.0), optax.constant_schedule(float(value))],
+      [optax.constant_schedule(0.0), constant(value)],
       [int(burnin_steps)])
 
 
@@ -55,15 +65,15 @@ def warmup_step_decay(base_lr: float, warmup_steps: int, decay_boundaries: Seque
 def from_config(cfg: Mapping[str, Any] | float, num_steps: int) -> optax.Schedule:
   """Builds a coefficient schedule from a config entry.
 
-  A plain number is a constant. A mapping has `kind` in {constant, linear_rampup,
-  step_burnin} and `value`; ramp lengths are `rampup_steps`/`burnin_steps`, or the
-  same as a fraction of training (`rampup_fraction`, `burnin_fraction`), so one config serves
-  a quick run and a long one.
+  A plain number (or a traced value, for a sweep inside the stack) is a constant. A mapping
+  has `kind` in {constant, linear_rampup, step_burnin} and `value`; ramp lengths are
+  `rampup_steps`/`burnin_steps`, or the same as a fraction of training (`rampup_fraction`,
+  `burnin_fraction`), so one config serves a quick run and a long one.
   """
-  if isinstance(cfg, (int, float)):
+  if not hasattr(cfg, "get"):
     return constant(cfg)
   kind = cfg.get("kind", "constant")
-  value = float(cfg["value"])
+  value = _value(cfg["value"])
   if kind == "constant":
     return constant(value)
   if kind == "linear_rampup":

@@ -125,13 +125,15 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   teacher_model = model if teacher_model is None else teacher_model
   streams = method.streams_per_run
 
-  def train_step(state: TrainState, batch, teacher):
+  def train_step(state: TrainState, batch, teacher, coefficients=None):
     x, y = batch  # (R * streams, B, ...), (R * streams, B): one stream per data seed.
     if streams > 1:  # Independent members: stream r*M + m is member m of run r.
       x = x.reshape((-1, streams) + x.shape[1:])
       y = y.reshape((-1, streams) + y.shape[1:])
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
     extra, x_aux = {}, None
+    if coefficients is not None:  # Per-run coefficients (R,) of a stacked sweep (sweeps.py).
+      extra["coefficients"] = coefficients
     if method.teacher is not None:
       extra["teacher_logits"] = _frozen_logits(teacher_model, teacher, x, strategy)
     if method.stale_refresh_steps:

@@ -91,7 +91,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                  run_ids: Optional[Sequence[int]] = None, tx=None, mesh=None,
                  checkpointer: Optional[checkpoint.MethodCheckpointer] = None,
                  teacher: Optional[step_lib.TrainState] = None,
-                 observer: Optional[observer_lib.MethodObserver] = None) -> MethodRun:
+                 observer: Optional[observer_lib.MethodObserver] = None, coefficients=None,
+                 stop_on_nonfinite: bool = True) -> MethodRun:
   """Trains `method` for the runs `run_ids` (default: all config.num_runs) as one stack.
 
   With a checkpointer, training resumes from its latest readable checkpoint and saves
@@ -99,6 +100,9 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   the trained state of the method's stage-1 teacher (same runs), for two-stage methods.
   `observer` receives the step metrics at log steps and, with config.eval_every_steps > 0, the
   members' test probabilities every that many steps (churn_jax/outputs/observer.py).
+  `coefficients` (a pytree of (R,) arrays) reaches the loss as extra["coefficients"] (a
+  stacked sweep, churn_jax/sweeps.py); with `stop_on_nonfinite` False a diverged run does not
+  stop the others (the caller reads state.first_nonfinite).
   """
   if method.teacher is not None and teacher is None:
     raise ValueError(f"method {method.name!r} needs its teacher {method.teacher!r} trained first")
@@ -147,11 +151,12 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
       wait_start = time.perf_counter()
       batch = next(batch_iter)
       input_seconds += time.perf_counter() - wait_start
-      state, step_metrics = train_step(state, batch, teacher_vars)
+      state, step_metrics = train_step(state, batch, teacher_vars, coefficients)
       save = checkpointer is not None and checkpointer.should_save(step, num_steps)
       if save or step % log_every == 0 or step == num_steps:
         losses = distributed.to_host(step_metrics["loss"])
-        _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
+        if stop_on_nonfinite:
+          _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
         if observer is not None:

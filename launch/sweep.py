@@ -1,5 +1,11 @@
 """Runs the coefficient sweep of an experiment config (its `get_sweep()`), or prints it.
 
+  # The App. A protocol: every point of every sweep, S points x R runs of a method trained as
+  # one program, results in <workdir>/results.json (entries "codistill@beta=0.5"), then the
+  # protocol tables (<workdir>/protocol.md, protocol_table2_*.{md,csv,tex}, protocol_curves.*):
+  python launch/sweep.py --config=experiments/mnist1d.py:runs=10 --workdir=/tmp/protocol \
+      --mode=stacked --validation_fraction=0.1
+  # Another sweep than get_sweep()'s: --sweep='codistill:beta.value=0.5,1,2,3;skl:beta=0.01'
   # One entry after another on this machine, results in <workdir>/<entry name>/:
   python launch/sweep.py --config=experiments/cifar10.py --workdir=/mnt/bucket/churn/cifar10
   # One TPU VM per entry: prints one launch/tpu_vm.sh command line per entry.
@@ -14,6 +20,7 @@ import importlib.util
 import inspect
 import json
 import os
+import platform
 import re
 import shlex
 import sys
@@ -29,8 +36,13 @@ def define_flags():
   claiming global flag names such as --config."""
   flags.DEFINE_string("config", None, "Experiment config file, optionally with ':args'.")
   flags.DEFINE_string("workdir", None, "Parent directory; each entry gets a subfolder.")
-  flags.DEFINE_enum("mode", "sequential", ["sequential", "print_tpu_commands"],
-                    "Run the entries here one after another, or print TPU VM commands.")
+  flags.DEFINE_enum("mode", "sequential", ["sequential", "stacked", "print_tpu_commands"],
+                    "Run the entries here one after another, all points of a method as one "
+                    "stacked program (and the protocol tables), or print TPU VM commands.")
+  flags.DEFINE_string("sweep", "", "stacked: 'method:key=v1,v2;...' instead of get_sweep().")
+  flags.DEFINE_float("validation_fraction", 0.0, "stacked: hold out this fraction of the "
+                     "training data to select coefficients on (0 = select on test only).")
+  flags.DEFINE_integer("bootstrap_samples", 2000, "stacked: bootstrap draws per interval.")
   flags.DEFINE_list("only", [], "Run only these entry names (default: all).")
   flags.DEFINE_bool("skip_done", True, "Skip entries whose results.json already has every "
                     "method (a restarted sweep resumes where it stopped).")
@@ -139,6 +151,52 @@ def is_done(config, workdir: str) -> bool:
              for name in names)
 
 
+def machine() -> str:
+  """The CPU model (lscpu's), core count and accelerator, for the tables' provenance."""
+  import jax  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  device = jax.devices()[0]
+  return f"{cpu}, {os.cpu_count()} cores; JAX {jax.default_backend()} ({device.device_kind})"
+
+
+def run_stacked(config, entries) -> int:
+  """Trains every sweep point as part of its method's stack, then writes the protocol."""
+  from churn_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.maybe_initialize()
+  from churn_jax import sweeps  # pylint: disable=g-import-not-at-top
+  from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  try:
+    if FLAGS.sweep:
+      plain, sweep_list = [], sweeps.parse_sweeps(FLAGS.sweep)
+    else:
+      plain, sweep_list = sweeps.from_overrides([o for _, o in entries])
+    if "baseline" in config.method_configs and "baseline" not in plain:
+      plain.insert(0, "baseline")  # Every verdict is a difference against the baseline.
+    results, seconds = sweeps.timed_study(config, FLAGS.workdir, sweep_list, plain,
+                                          FLAGS.validation_fraction)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  command = "python launch/sweep.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  header = (f"# Protocol: {FLAGS.config}\n\nCommand: `{command}`\n\n"
+            f"Wall time of this invocation (training reused entries is skipped): "
+            f"{seconds:.0f} s on {machine()}.\n")
+  paths = tables.write_protocol(FLAGS.workdir, results, header, FLAGS.bootstrap_samples)
+  with open(paths[0]) as f:
+    print(f.read(), flush=True)
+  print(f"wall time {seconds:.1f} s; wrote {', '.join(paths)}", flush=True)
+  if results["failed"]:
+    print(f"error: diverged, left out: {', '.join(results['failed'])}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -149,6 +207,8 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if FLAGS.mode == "stacked":
+    sys.exit(run_stacked(config, entries))
   if FLAGS.only:
     entries = [(n, o) for n, o in entries if n in FLAGS.only]
   if FLAGS.mode == "print_tpu_commands":

@@ -167,3 +167,28 @@ def build_dataset(name: str, x_train, y_train, x_test, y_test, source: str,
       num_classes=num_classes,
       provenance=dict(provenance or {}),
   )
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int = 0):
+  """(train, validation): a held-out `fraction` of the training examples, chosen by `seed`.
+
+  Selecting a coefficient on the test split (as Bhojanapalli et al. 2021, App. A, do) reports
+  a biased test number; selecting on this split, which no run trains on, is the honest
+  alternative. `validation` is a Dataset whose test split is the held-out examples.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+  if not hasattr(dataset, "x_train"):
+    raise ValueError(f"dataset {dataset.name!r} is streamed; a validation split needs an "
+                     f"in-memory dataset")
+  order = np.random.default_rng(seed).permutation(dataset.num_train)
+  num_val = int(round(fraction * dataset.num_train))
+  if not 0 < num_val < dataset.num_train:
+    raise ValueError(f"validation fraction {fraction} of {dataset.num_train} training "
+                     f"examples leaves an empty split")
+  val, keep = np.sort(order[:num_val]), np.sort(order[num_val:])
+  train = dataclasses.replace(dataset, x_train=dataset.x_train[keep],
+                              y_train=dataset.y_train[keep])
+  validation = dataclasses.replace(train, name=dataset.name + "/validation",
+                                   x_test=dataset.x_train[val], y_test=dataset.y_train[val])
+  return train, validation

@@ -1,0 +1,241 @@
+"""The App. A protocol tables from a study's results.json (one entry per method and point).
+
+  - the coefficient table: every method, every coefficient, mean ± std of each metric; the
+    coefficient with the lowest mean test churn is marked "test" (the paper's selection: App.
+    A reports "the beta corresponding to best churn", chosen on the test set, which biases the
+    reported test number), and the one with the lowest mean validation churn is marked "val"
+    (the honest alternative: the validation split is held out of training, and the test
+    numbers of that coefficient are an unbiased report);
+  - the Table-2-style summary: the baseline and each method at its selected coefficient, with
+    the difference to the baseline, its bootstrap interval over runs and the verdict (held /
+    reversed / cannot tell), in Markdown, CSV and LaTeX;
+  - churn, accuracy and entropy against the coefficient (Bhojanapalli et al. Figures 2, 3, 5)
+    as CSV and a PNG.
+"""
+
+import csv
+import io
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from churn_jax import report
+from churn_jax.protocol import stats
+
+# (title, key, percent): the metrics of the coefficient table.
+METRICS = (("accuracy", "accuracy", True), ("churn", "churn", True),
+           ("SChurn", "schurn", True), ("churn correct", "churn_correct", True),
+           ("entropy", "entropy", False), ("ECE", "ece", True), ("NLL", "nll", False))
+CURVE_METRICS = ("churn", "accuracy", "entropy")
+SELECTIONS = ("test", "validation")
+
+
+def groups(results: Dict[str, Any]) -> Dict[str, List[Tuple[str, Optional[float], dict]]]:
+  """method -> [(entry name, coefficient or None, entry)], points sorted by coefficient."""
+  out = {}
+  for name, entry in results["methods"].items():
+    sweep = entry.get("sweep")
+    method = sweep["method"] if sweep else name
+    out.setdefault(method, []).append((name, sweep["value"] if sweep else None, entry))
+  for rows in out.values():
+    rows.sort(key=lambda r: (r[1] is None, r[1] or 0.0))
+  return out
+
+
+def _churn(entry: Dict[str, Any], split: str) -> Optional[float]:
+  source = entry if split == "test" else entry.get("validation")
+  return None if source is None else source["churn"]["mean"]
+
+
+def select(rows, split: str) -> Optional[str]:
+  """The entry name with the lowest mean churn on `split` ('test' or 'validation')."""
+  scored = [(_churn(e, split), n) for n, _, e in rows if _churn(e, split) is not None]
+  return min(scored)[1] if scored else None
+
+
+def _fmt(summary, percent: bool) -> str:
+  scale = 100.0 if percent else 1.0
+  return f"{scale * summary['mean']:.2f} ± {scale * summary['std']:.2f}"
+
+
+def coefficient_table(results: Dict[str, Any]) -> str:
+  """Markdown: every method and coefficient; test/val marks the selected coefficient."""
+  has_val = any("validation" in e for e in results["methods"].values())
+  header = ["method", "coefficient", "runs"] + [t for t, _, _ in METRICS]
+  header += ["val churn", "selected"] if has_val else ["selected"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for method, rows in groups(results).items():
+    best = {split: select(rows, split) for split in SELECTIONS}
+    key = rows[0][2].get("sweep", {}).get("key", "")
+    for name, value, entry in rows:
+      coef = "-" if value is None else f"{key.removesuffix('.value')}={value:g}"
+      cells = [method, coef, str(entry["num_runs"])]
+      cells += [_fmt(entry[k], p) if k in entry else "-" for _, k, p in METRICS]
+      if has_val:
+        cells.append(_fmt(entry["validation"]["churn"], True) if "validation" in entry else "-")
+      marks = [s if s == "test" else "val" for s in SELECTIONS if best[s] == name]
+      cells.append(", ".join(marks) if value is not None else "")
+      lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def summary_rows(results: Dict[str, Any], selection: str = "validation",
+                 baseline: str = "baseline", num_samples: int = 2000) -> List[Dict[str, Any]]:
+  """Table 2: the baseline and every method at the coefficient `selection` picks."""
+  if selection not in SELECTIONS:
+    raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+  base = results["methods"].get(baseline)
+  rows = []
+  for method, points in groups(results).items():
+    name = points[0][0] if len(points) == 1 else select(points, selection)
+    if name is None:
+      continue
+    entry = results["methods"][name]
+    value = entry.get("sweep", {}).get("value")
+    row = {"method": method, "entry": name, "coefficient": value, "runs": entry["num_runs"],
+           "training_cost": entry.get("training_cost")}
+    for _, key, _ in METRICS:
+      if key in entry:
+        row[key] = entry[key]
+    if base is not None and name != baseline:
+      for key, lower_is_better in (("churn", True), ("accuracy", False)):
+        interval = stats.bootstrap_difference(entry, base, key, num_samples)
+        row[f"d_{key}"] = dict(interval, verdict=stats.verdict(interval, lower_is_better),
+                               welch_p=stats.welch(entry, base, key))
+    rows.append(row)
+  return rows
+
+
+def _diff_text(d: Optional[Dict[str, Any]]) -> str:
+  if d is None:
+    return "-"
+  text = f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] {d['verdict']}"
+  return text + (f" (Welch p={d['welch_p']:.3f})" if d.get("welch_p") is not None else "")
+
+
+def summary_markdown(rows) -> str:
+  header = ["method", "coefficient", "runs", "accuracy", "churn", "SChurn", "entropy",
+            "Δchurn vs baseline [95% CI]", "Δaccuracy vs baseline [95% CI]"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    cells = [r["method"], "-" if r["coefficient"] is None else f"{r['coefficient']:g}",
+             str(r["runs"])]
+    cells += [_fmt(r[k], p) if k in r else "-" for k, p in
+              (("accuracy", True), ("churn", True), ("schurn", True), ("entropy", False))]
+    cells += [_diff_text(r.get("d_churn")), _diff_text(r.get("d_accuracy"))]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def summary_csv(rows) -> str:
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  header = ["method", "entry", "coefficient", "runs"]
+  header += [f"{k}_{s}" for _, k, _ in METRICS for s in ("mean", "std")]
+  header += [f"d_{k}_{s}" for k in ("churn", "accuracy")
+             for s in ("diff", "low", "high", "verdict", "welch_p")]
+  writer.writerow(header)
+  for r in rows:
+    line = [r["method"], r["entry"], r["coefficient"], r["runs"]]
+    line += [r[k][s] if k in r else "" for _, k, _ in METRICS for s in ("mean", "std")]
+    line += [r.get(f"d_{k}", {}).get(s, "") for k in ("churn", "accuracy")
+             for s in ("diff", "low", "high", "verdict", "welch_p")]
+    writer.writerow(line)
+  return buf.getvalue()
+
+
+def summary_latex(rows, caption: str = "") -> str:
+  """A booktabs table: accuracy and churn (mean $\\pm$ std, %), Δchurn with its interval."""
+  esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")
+  lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrrrrl}", r"\toprule",
+           r"Method & Coef. & Accuracy (\%) & Churn (\%) & SChurn (\%) & "
+           r"$\Delta$Churn [95\% CI] \\",
+           r"\midrule"]
+  for r in rows:
+    pm = lambda k: (f"{100 * r[k]['mean']:.2f} $\\pm$ {100 * r[k]['std']:.2f}" if k in r else "-")
+    d = r.get("d_churn")
+    diff = "-" if d is None else (f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, "
+                                  f"{100 * d['high']:+.2f}] {d['verdict']}")
+    coef = "-" if r["coefficient"] is None else f"{r['coefficient']:g}"
+    lines.append(f"{esc(r['method'])} & {coef} & {pm('accuracy')} & {pm('churn')} & "
+                 f"{pm('schurn')} & {diff} \\\\")
+  lines += [r"\bottomrule", r"\end{tabular}"]
+  if caption:
+    lines.append(r"\caption{" + esc(caption) + "}")
+  return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def curves_csv(results: Dict[str, Any]) -> str:
+  """method, coefficient, and mean/std of churn, accuracy, entropy (Figures 2, 3, 5)."""
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  writer.writerow(["method", "key", "coefficient"] +
+                  [f"{k}_{s}" for k in CURVE_METRICS for s in ("mean", "std")])
+  for method, rows in groups(results).items():
+    for _, value, entry in rows:
+      if value is None:
+        continue
+      writer.writerow([method, entry["sweep"]["key"], value] +
+                      [entry[k][s] for k in CURVE_METRICS for s in ("mean", "std")])
+  return buf.getvalue()
+
+
+def plot_curves(results: Dict[str, Any], path: str) -> Optional[str]:
+  """Churn, accuracy and entropy against the coefficient, one column per swept method."""
+  swept = {m: [r for r in rows if r[1] is not None] for m, rows in groups(results).items()}
+  swept = {m: rows for m, rows in swept.items() if len(rows) > 1}
+  if not swept:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  base = results["methods"].get("baseline")
+  fig, axes = plt.subplots(len(CURVE_METRICS), len(swept), squeeze=False,
+                           figsize=(3.2 * len(swept), 2.4 * len(CURVE_METRICS)))
+  for col, (method, rows) in enumerate(swept.items()):
+    xs = [v for _, v, _ in rows]
+    for row, key in enumerate(CURVE_METRICS):
+      ax = axes[row, col]
+      scale = 1.0 if key == "entropy" else 100.0
+      ax.errorbar(xs, [scale * e[key]["mean"] for *_, e in rows],
+                  yerr=[scale * e[key]["std"] for *_, e in rows], marker="o", capsize=3)
+      if base is not None:
+        ax.axhline(scale * base[key]["mean"], color="gray", ls="--", lw=1, label="baseline")
+      ax.set_xlabel(f"{method}: {rows[0][2]['sweep']['key'].removesuffix('.value')}")
+      ax.set_ylabel(key + ("" if key == "entropy" else " (%)"))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def write_protocol(workdir: str, results: Dict[str, Any], header: str = "",
+                   num_samples: int = 2000) -> List[str]:
+  """Writes protocol.md (both tables, both selections), protocol_table2_<selection>.{md,csv,
+  tex}, protocol_curves.{csv,png} into `workdir`; returns the paths."""
+  has_val = any("validation" in e for e in results["methods"].values())
+  selections = ("validation", "test") if has_val else ("test",)
+  paths, text = [], [header.rstrip() + "\n"] if header else []
+  text += ["## Every coefficient (App. A)\n",
+           "Selected: `test` = lowest mean test churn (the paper's selection: it selects on the "
+           "test set, so its test numbers are biased low); `val` = lowest mean churn on a "
+           "validation split held out of training (the honest selection).\n",
+           coefficient_table(results)]
+  for selection in selections:
+    rows = summary_rows(results, selection, num_samples=num_samples)
+    stem = os.path.join(workdir, f"protocol_table2_{selection}")
+    for ext, body in (("md", summary_markdown(rows)), ("csv", summary_csv(rows)),
+                      ("tex", summary_latex(rows, f"selected on {selection} churn"))):
+      report.atomic_write(f"{stem}.{ext}", body)
+      paths.append(f"{stem}.{ext}")
+    text += [f"\n## Table 2, coefficient selected on {selection} churn\n",
+             "Δ = method − baseline in percentage points; [95% bootstrap interval over runs]; "
+             "held = the interval excludes 0 on the better side, reversed = on the worse side, "
+             "cannot tell = it contains 0.\n", summary_markdown(rows)]
+  report.atomic_write(os.path.join(workdir, "protocol_curves.csv"), curves_csv(results))
+  paths.append(os.path.join(workdir, "protocol_curves.csv"))
+  png = plot_curves(results, os.path.join(workdir, "protocol_curves.png"))
+  if png:
+    paths.append(png)
+    text.append("\n![churn, accuracy and entropy against the coefficient](protocol_curves.png)\n")
+  report.atomic_write(os.path.join(workdir, "protocol.md"), "\n".join(text))
+  return [os.path.join(workdir, "protocol.md")] + paths

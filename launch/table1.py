@@ -1,0 +1,62 @@
+"""Table 1 as one command: churn when runs differ in nothing, init only, data order only, both.
+
+  python launch/table1.py --config=experiments/mnist1d.py --workdir=/tmp/table1
+  # On GPU, the paper's deterministic column (XLA:CPU ignores the flag):
+  python launch/table1.py --config=experiments/mnist1d.py --workdir=/tmp/table1_det \
+      --deterministic_ops
+
+Writes <workdir>/table1.{md,csv} (and each row's study in <workdir>/<vary>/).
+"""
+
+import os
+import shlex
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the table and each row's study.")
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX "
+    "starts (GPU: deterministic reductions and scatters; CPU: no effect, already deterministic).")
+_METHOD = flags.DEFINE_string("method", "baseline", "The method config trained in every row.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from churn_jax.protocol import table1  # pylint: disable=g-import-not-at-top
+  if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
+    os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
+  import jax  # pylint: disable=g-import-not-at-top
+  from churn_jax import report  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import sweep  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  if _METHOD.value not in _CONFIG.value.method_configs:
+    print(f"error: unknown method {_METHOD.value!r}", file=sys.stderr)
+    sys.exit(1)
+  start = time.perf_counter()
+  try:
+    rows = table1.run_table1(_CONFIG.value, _WORKDIR.value, method=_METHOD.value)
+  except (ValueError, FloatingPointError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  seconds = time.perf_counter() - start
+  command = "python launch/table1.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  text = (f"# Table 1: sources of churn ({_METHOD.value})\n\nCommand: `{command}`\n\n"
+          f"Wall time {seconds:.0f} s on {sweep.machine()}; backend {jax.default_backend()}, "
+          f"XLA deterministic ops {'on' if table1.deterministic_ops_enabled() else 'off'}.\n\n"
+          + table1.markdown(rows))
+  report.atomic_write(os.path.join(_WORKDIR.value, "table1.md"), text)
+  report.atomic_write(os.path.join(_WORKDIR.value, "table1.csv"), table1.csv_text(rows))
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
