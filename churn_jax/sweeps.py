@@ -17,6 +17,7 @@ How a point keeps its identity:
     results entry, "codistill@beta=0.5", with the fingerprint of the point's own config.
 """
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -32,8 +33,9 @@ import numpy as np
 
 from churn_jax import (checkpoint, data as data_lib, evaluate, host_devices, methods, models,
                        results_store, sharding, stack, train, validate)
-from churn_jax import step as step_lib
+from churn_jax import preemption, step as step_lib, workdir_lock
 from churn_jax.data import dataset as dataset_lib
+from churn_jax.outputs import predictions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +263,19 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
   teachers = {config.method_configs[n].get("teacher") for n in order} - {None}
   if teachers & {s.method for s in sweeps}:
     raise ValueError("a teacher method cannot be swept; sweep its student")
-  store = results_store.ResultsStore(workdir, config, order)
+  store = results_store.ResultsStore(workdir, config, order,  # Fails before any write.
+                                     data=data_lib.provenance(dataset))
+  with contextlib.ExitStack() as held:  # One study per workdir; SIGTERM -> checkpoint, stop.
+    held.enter_context(workdir_lock.hold(workdir))
+    held.enter_context(preemption.watch())
+    store.begin()
+    return _train_units(config, workdir, sweeps, order, teachers, store, dataset, validation,
+                        num_steps)
+
+
+def _train_units(config, workdir, sweeps, order, teachers, store, dataset, validation,
+                 num_steps) -> Dict[str, Any]:
+  """The body of train_study, under the workdir lock."""
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
   model, strategy = _model(config, dataset.num_classes)
   num_runs, failed, states = int(config.num_runs), [], {}
@@ -319,7 +333,8 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
       if unit.sweep is not None:  # Predict with the point's runs alone: the same program.
         state = _point_state(out.state, rows, mesh)
         probs = train.predict(model, state, dataset, strategy, eval_batch)[0]
-      entry = evaluate.summarize(np.asarray(method.deployed_probs(probs)), out.labels, alpha)
+      deployed = np.asarray(method.deployed_probs(probs))
+      entry = evaluate.summarize(deployed, out.labels, alpha)
       entry.update(num_members=method.num_members, prediction=method.prediction,
                    training_cost=method.training_cost + teacher_cost,
                    inference_cost=method.inference_cost)
@@ -329,6 +344,9 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
         val_probs, val_labels = train.predict(model, state, validation, strategy, eval_batch)
         entry["validation"] = evaluate.summarize(
             np.asarray(method.deployed_probs(val_probs)), val_labels, alpha)
+      if jax.process_index() == 0:  # Every number traceable to a file the user can open.
+        entry["predictions"] = predictions.save(workdir, name, deployed, np.asarray(probs),
+                                                out.labels, range(num_runs), method.prediction)
       # The stack's wall time is shared by its points.
       store.add(name, entry, train_seconds=out.train_seconds / len(todo),
                 input_seconds=out.input_seconds / len(todo))

@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Tuple
 
 from absl import app, flags, logging
 
+from churn_jax import preemption, workdir_lock
+
 FLAGS = flags.FLAGS
 
 
@@ -143,12 +145,13 @@ def is_done(config, workdir: str) -> bool:
     return False
   try:
     with open(path) as f:
-      done = json.load(f).get("methods", {})
+      results = json.load(f)
   except ValueError:
     return False  # Unreadable: let the trainer say so.
+  done, data = results.get("methods", {}), results.get("data")  # data: what was trained on.
   names = [m.strip() for m in str(config.methods).split(",") if m.strip()]
-  return all(done.get(name, {}).get("fingerprint") == results_store.fingerprint(config, name)
-             for name in names)
+  return all(done.get(name, {}).get("fingerprint") ==
+             results_store.fingerprint(config, name, data) for name in names)
 
 
 def machine() -> str:
@@ -180,9 +183,12 @@ def run_stacked(config, entries) -> int:
       plain.insert(0, "baseline")  # Every verdict is a difference against the baseline.
     results, seconds = sweeps.timed_study(config, FLAGS.workdir, sweep_list, plain,
                                           FLAGS.validation_fraction)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError, workdir_lock.WorkdirBusyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except preemption.Stopped as e:
+    print(e, file=sys.stderr, flush=True)
+    return e.exit_code
   command = "python launch/sweep.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   header = (f"# Protocol: {FLAGS.config}\n\nCommand: `{command}`\n\n"
             f"Wall time of this invocation (training reused entries is skipped): "
@@ -231,7 +237,11 @@ def main(argv):
                  workdir)
     try:
       results = train.train_and_evaluate(entry_config, workdir)
-    except (ValueError, FloatingPointError, FileNotFoundError) as e:
+    except preemption.Stopped as e:
+      print(e, file=sys.stderr, flush=True)
+      sys.exit(e.exit_code)
+    except (ValueError, FloatingPointError, FileNotFoundError,
+            workdir_lock.WorkdirBusyError) as e:
       # One diverged coefficient should not cost the rest of the sweep.
       print(f"error: sweep entry {name}: {e}", file=sys.stderr)
       failed.append(name)
