@@ -161,8 +161,9 @@ def stacked_method(sweep: Sweep, method_cfg, num_steps: int) -> methods.Method:
            for p, v in zip(sweep.points, sweep.values)]
   def structure(m):
     t = m.input_transform
-    return (dataclasses.replace(m, name="", loss=None, input_transform=None),
-            getattr(t, "func", t), getattr(t, "keywords", None))
+    fields = tuple(getattr(m, f.name) for f in dataclasses.fields(m)
+                   if f.name not in ("name", "loss", "input_transform"))
+    return fields, getattr(t, "func", t), getattr(t, "keywords", None)
   if any(structure(m) != structure(built[0]) for m in built[1:]):
     raise ValueError(f"sweep {sweep.method}:{sweep.key} changes the method's members, stages or "
                      f"input transform; it cannot share one program (use --mode=sequential)")

@@ -17,7 +17,7 @@ import chex
 import jax
 import numpy as np
 
-from churn_jax import methods, sweeps, train
+from churn_jax import config_lib, methods, sweeps, train
 from churn_jax.data import dataset as dataset_lib
 from tests import testing
 
@@ -100,11 +100,11 @@ class SpecTest(absltest.TestCase):
     config = testing.tiny_config()
     with self.assertRaisesRegex(ValueError, "not a coefficient"):
       sweeps.expand_config(config, [sweeps.Sweep("skl", "betta", (0.1,))])
-    cfg = config.method_configs.codistill.copy_and_resolve_references()
-    with cfg.unlocked():
-      cfg.entropy_beta = 0.1  # codistill branches on entropy_beta in Python (its metrics).
+    # Distillation's temperature is a Python float in its loss (float(cfg.temperature)).
+    kd = config_lib.all_method_configs(0.1, 0.01, 1.0).self_distill
     with self.assertRaisesRegex(ValueError, "needs a Python number"):
-      sweeps.check_traceable(sweeps.Sweep("codistill", "entropy_beta", (0.1, 0.2)), cfg, 10)
+      sweeps.check_traceable(sweeps.Sweep("self_distill", "temperature", (1.0, 2.0)), kd, 10)
+    cfg = config.method_configs.codistill.copy_and_resolve_references()
     sweeps.check_traceable(sweeps.Sweep("codistill", "beta.value", (0.1, 0.2)), cfg, 10)
 
 
