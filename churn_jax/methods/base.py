@@ -14,7 +14,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-# (logits (M, B, K), labels (B,), step (), extra) -> (scalar loss, {name: scalar}).
+# (logits (M, B, K), or (M, B, E, K) for a BatchEnsemble model, labels (B,), step (), extra)
+#   -> (scalar loss, {name: scalar}).
 # `extra` holds what the trainer computes for the method, per run (see Method):
 #   "peer_logits" (M, B, K): the members' stale copies (stale_refresh_steps > 0), no gradient;
 #   "teacher_logits" (Mt, B, K): the frozen stage-1 teacher on the batch (teacher set);
