@@ -277,10 +277,11 @@ class MethodsTest(parameterized.TestCase):
     runs, b, k = 2, 5, 4
     for kind in methods.METHOD_KINDS:
       with self.subTest(kind=kind):
-        method = build(kind=kind, beta=0.1, teacher="ensemble")
+        method = build(kind=kind, beta=0.1, teacher="ensemble", ensemble_size=2)
         self.assertEqual(method.name, kind)
-        m = method.num_members
-        logits = jnp.asarray(self.rng.normal(size=(runs, m, b, k)), jnp.float32)
+        m, e = method.num_members, method.model_ensemble_size  # e > 1: a BatchEnsemble model.
+        logits = jnp.asarray(self.rng.normal(size=(runs, m, b) + (e,) * (e > 1) + (k,)),
+                             jnp.float32)
         labels = jnp.asarray(self.rng.integers(0, k, size=(runs, b)))
         # What the trainer passes beyond the logits (a 2-member teacher here).
         extra = {name: jnp.asarray(self.rng.normal(size=(runs, 2, b, k)), jnp.float32)
@@ -298,7 +299,8 @@ class MethodsTest(parameterized.TestCase):
         np.testing.assert_allclose(values[0], method.loss(logits[0], labels[0], 3, extra0)[0],
                                    rtol=1e-5)
         probs = jax.nn.softmax(logits)
-        expected = probs[:, 0] if method.prediction == "member0" else probs.mean(1)
+        models_probs = probs.mean(axis=3) if e > 1 else probs  # BE: the mean of its members.
+        expected = models_probs[:, 0] if method.prediction == "member0" else models_probs.mean(1)
         np.testing.assert_allclose(method.deployed_probs(probs), expected, rtol=1e-6)
 
   def test_deployed_probs(self):
