@@ -128,56 +128,73 @@ def _ref_brier(probs, labels):
 _TOL = dict(rtol=1e-5, atol=1e-6)
 
 
+def _eager(fn, **unused_jit_kwargs):
+  return fn
+
+
 class MetricsVsNumpyTest(chex.TestCase):
 
-  @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters(*_SHAPES)
-  def test_pair_metrics(self, n, k):
+  def _pair_metrics(self, n, k, variant):
     rng = np.random.default_rng(n * 100 + k)
     pa, pb = _random_probs(rng, n, k), _random_probs(rng, n, k)
     labels = _random_labels(rng, n, k)
-    np.testing.assert_allclose(self.variant(metrics.churn)(pa, pb), _ref_churn(pa, pb))
-    surrogate_churn = self.variant(metrics.surrogate_churn)
+    np.testing.assert_allclose(variant(metrics.churn)(pa, pb), _ref_churn(pa, pb))
+    surrogate_churn = variant(metrics.surrogate_churn)
     for alpha in (0.5, 1.0, 3.0):
       np.testing.assert_allclose(
           surrogate_churn(pa, pb, alpha=alpha),
           _ref_surrogate_churn(pa, pb, alpha), **_TOL)
-    got = self.variant(metrics.churn_on_slices)(pa, pb, labels)
+    got = variant(metrics.churn_on_slices)(pa, pb, labels)
     want = _ref_churn_on_slices(pa, pb, labels)
     self.assertEqual(set(got), {"correct", "incorrect"})
     for key in want:
       np.testing.assert_allclose(got[key], want[key], **_TOL, err_msg=key)
-    got = self.variant(metrics.prediction_difference)(pa, pb)
+    got = variant(metrics.prediction_difference)(pa, pb)
     want = _ref_prediction_difference(pa, pb)
     self.assertEqual(set(got), {"l1", "l2", "relative"})
     for key in want:
       np.testing.assert_allclose(got[key], want[key], **_TOL, err_msg=key)
 
-  @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters(*_SHAPES)
-  def test_single_model_metrics(self, n, k):
+  def _single_model_metrics(self, n, k, variant):
     rng = np.random.default_rng(n * 100 + k + 1)
     probs, labels = _random_probs(rng, n, k), _random_labels(rng, n, k)
     np.testing.assert_allclose(
-        self.variant(metrics.accuracy)(probs, labels),
+        variant(metrics.accuracy)(probs, labels),
         np.mean([np.argmax(p) == y for p, y in zip(probs, labels)]))
     np.testing.assert_allclose(
-        self.variant(metrics.negative_log_likelihood)(probs, labels),
+        variant(metrics.negative_log_likelihood)(probs, labels),
         _ref_nll(probs, labels), **_TOL)
     np.testing.assert_allclose(
-        self.variant(metrics.entropy)(probs), _ref_entropy(probs), **_TOL)
+        variant(metrics.entropy)(probs), _ref_entropy(probs), **_TOL)
     np.testing.assert_allclose(
-        self.variant(metrics.confidence_gap)(probs), _ref_confidence_gap(probs),
+        variant(metrics.confidence_gap)(probs), _ref_confidence_gap(probs),
         **_TOL)
     np.testing.assert_allclose(
-        self.variant(metrics.brier_score)(probs, labels), _ref_brier(probs, labels),
+        variant(metrics.brier_score)(probs, labels), _ref_brier(probs, labels),
         **_TOL)
-    ece = self.variant(metrics.expected_calibration_error,
+    ece = variant(metrics.expected_calibration_error,
                        static_argnames="num_bins")
     for num_bins in (1, 4, 15):
       np.testing.assert_allclose(
           ece(probs, labels, num_bins=num_bins),
           _ref_ece(probs, labels, num_bins), **_TOL)
+
+  @parameterized.parameters(*_SHAPES)
+  def test_pair_metrics(self, n, k):
+    self._pair_metrics(n, k, _eager)
+
+  @parameterized.parameters(*_SHAPES)
+  def test_single_model_metrics(self, n, k):
+    self._single_model_metrics(n, k, _eager)
+
+  # The same comparisons with and without jit (one shape: each jitted metric is a compile).
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_pair_metrics_variants(self):
+    self._pair_metrics(12, 4, self.variant)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_single_model_metrics_variants(self):
+    self._single_model_metrics(12, 4, self.variant)
 
   def test_returns_jax_scalars(self):
     rng = np.random.default_rng(0)
@@ -338,8 +355,8 @@ class SummaryTest(absltest.TestCase):
 
   def test_summary_reports_brier_per_run(self):
     rng = np.random.default_rng(7)
-    runs = np.stack([_random_probs(rng, 20, 3) for _ in range(3)])
-    labels = _random_labels(rng, 20, 3)
+    runs = np.stack([_random_probs(rng, 12, 4) for _ in range(3)])
+    labels = _random_labels(rng, 12, 4)
     got = evaluate.summarize(runs, labels)["brier"]
     want = [_ref_brier(r, labels) for r in runs]
     np.testing.assert_allclose(got["values"], want, **_TOL)
@@ -441,26 +458,7 @@ class ArrayTypesAndJitTest(parameterized.TestCase):
     np.testing.assert_allclose(metrics.accuracy(pa, labels),
                                np.mean(self.pa.argmax(1) == self.labels))
 
-  def test_under_jit(self):
-    pa, pb = jnp.asarray(self.pa), jnp.asarray(self.pb)
-    labels = jnp.asarray(self.labels)
-    np.testing.assert_allclose(jax.jit(metrics.churn)(pa, pb),
-                               _ref_churn(self.pa, self.pb))
-    # alpha is traced here, so its validation must be skipped, not crash.
-    np.testing.assert_allclose(
-        jax.jit(metrics.surrogate_churn)(pa, pb, 2.0),
-        _ref_surrogate_churn(self.pa, self.pb, 2.0), **_TOL)
-    np.testing.assert_allclose(
-        jax.jit(metrics.expected_calibration_error,
-                static_argnames="num_bins")(pa, labels, num_bins=5),
-        _ref_ece(self.pa, self.labels, 5), **_TOL)
-    slices = jax.jit(metrics.churn_on_slices)(pa, pb, labels)
-    want = _ref_churn_on_slices(self.pa, self.pb, self.labels)
-    for key in want:
-      np.testing.assert_allclose(slices[key], want[key], **_TOL)
-    np.testing.assert_allclose(
-        jax.jit(metrics.negative_log_likelihood)(pa, labels),
-        _ref_nll(self.pa, self.labels), **_TOL)
+  # The values under jit: MetricsVsNumpyTest's with_jit variants (same (12, 4) shape).
 
 
 def _probs_2x3():

@@ -20,8 +20,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-# (logits (M, B, K), labels, step (), extra) -> (scalar loss, {name: scalar}); labels are
-# (B,) for member_data "shared" and (M, B) for "independent" (`member_labels` gives (M, B)).
+# (logits (M, B, K), or (M, B, E, K) for a BatchEnsemble model, labels, step (), extra)
+#   -> (scalar loss, {name: scalar}); labels are (B,) for member_data "shared" and (M, B) for
+#   "independent" (`member_labels` gives (M, B)).
 # `extra` holds what the trainer computes for the method, per run (see Method):
 #   "peer_logits" (M, B, K): the members' stale copies (stale_refresh_steps > 0), no gradient;
 #   "teacher_logits" (Mt, B, K): the frozen stage-1 teacher on the batch (teacher set);
