@@ -69,7 +69,7 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
   if loss or lr or coefs:
     out["training_curves"] = [
         plots.Panel("training loss (mean, band: min-max over runs)", "step", "loss", loss,
-                    logy=True),
+                    logy=all(np.nanmin(s.lo) > 0 for s in loss)),  # SKL losses go negative.
         plots.Panel("learning rate", "step", "learning rate", lr)]
     if coefs:
       out["training_curves"].append(plots.Panel("loss coefficients", "step", "value", coefs))
