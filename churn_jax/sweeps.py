@@ -33,7 +33,7 @@ import numpy as np
 
 from churn_jax import (checkpoint, data as data_lib, evaluate, host_devices, methods, models,
                        results_store, sharding, stack, train, validate)
-from churn_jax import preemption, step as step_lib, workdir_lock
+from churn_jax import distributed, preemption, step as step_lib, workdir_lock
 from churn_jax.data import dataset as dataset_lib
 from churn_jax.outputs import predictions
 
@@ -319,7 +319,7 @@ def _train_units(config, workdir, sweeps, order, teachers, store, dataset, valid
       ckpt.close()
     if unit.name in teachers:
       states[unit.name] = out.state
-    first_bad = np.asarray(out.state.first_nonfinite)
+    first_bad = distributed.to_host(out.state.first_nonfinite)  # Spans processes.
     teacher_cost = (methods.build(method.teacher, config.method_configs[method.teacher],
                                   num_steps).training_cost if method.teacher else 0.0)
     for s, i in enumerate(todo):

@@ -160,7 +160,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
         bar.set_postfix(loss=f"{losses.mean():.4f}")
         bar.update(step - bar.n)
         if observer is not None:
-          observer.on_log(step, jax.device_get(step_metrics))
+          observer.on_log(step, distributed.to_host(step_metrics))  # A collective.
       if observer is not None and eval_every and step % eval_every == 0 and step < num_steps:
         observer.on_eval(step, *predict(model, state, dataset, strategy, eval_batch, predict_fn))
       if save:

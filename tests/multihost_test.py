@@ -101,6 +101,8 @@ class MultiHostTest(absltest.TestCase):
     for name in bitwise:  # Methods whose data axis has at most 2 devices.
       self.assertEqual([d for d in diffs if d[0].startswith(f"/{name}/")], [])
     for path, a, b in diffs:
+      if "/predictions/" in path:  # The file's sha256 differs exactly when its floats do.
+        continue
       self.assertIsInstance(a, float, path)  # Counts, names and costs are always equal.
       self.assertNotRegex(path, r"/(accuracy|churn)/", "a prediction flipped")
       self.assertLessEqual(abs(a - b), 5e-5 * abs(b) + 1e-7, path)
@@ -136,7 +138,7 @@ class MultiHostTest(absltest.TestCase):
   def test_killed_process_stops_the_other_and_the_rerun_resumes(self):
     # 2 runs: the run axis crosses processes. Process 1 is killed once co-distillation has
     # saved its first checkpoint; process 0 must fail soon, saying why, not hang.
-    steps, single, multi = 12, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
+    steps, single, multi = 40, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
     reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill")
     procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
     deadline = time.time() + 600
@@ -172,7 +174,10 @@ class MultiHostTest(absltest.TestCase):
     root = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(root):
       return False
-    return any(d.startswith("codistill-") and "2" in os.listdir(os.path.join(root, d))
+    # Any finished step directory: orbax keeps only the newest two, so a given step may be
+    # gone again before the next poll.
+    return any(d.startswith("codistill-") and
+               any(s.isdigit() for s in os.listdir(os.path.join(root, d)))
                for d in os.listdir(root))
 
 
