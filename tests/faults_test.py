@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from churn_jax import checkpoint, fileio, workdir_lock
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,10 +76,7 @@ def cli(tmp, workdir, *flags, umask=None, config=None):
   return proc
 
 
-def finish(proc, timeout=600):
-  proc.wait(timeout=timeout)
-  with open(proc.log_path) as f:
-    return f.read()
+finish = testing.finish
 
 
 def error_lines(output):

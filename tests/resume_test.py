@@ -33,10 +33,7 @@ def cli(workdir, cache, *extra):
   return proc
 
 
-def finish(proc, timeout=600):
-  proc.wait(timeout=timeout)
-  with open(proc.log_path) as f:
-    return f.read()
+finish = testing.finish
 
 
 def read(path):

@@ -60,3 +60,10 @@ def run_child(test_file: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return subprocess.run([sys.executable, test_file, "child"], env=env, capture_output=True,
                         text=True, timeout=600)
+
+
+def finish(proc, timeout=600) -> str:
+  """Waits for a CLI process started with its output in a file (`proc.log_path`); the output."""
+  proc.wait(timeout=timeout)
+  with open(proc.log_path) as f:
+    return f.read()
