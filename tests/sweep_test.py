@@ -19,6 +19,7 @@ import numpy as np
 
 from churn_jax import config_lib, methods, sweeps, train
 from churn_jax.data import dataset as dataset_lib
+from churn_jax.outputs import predictions
 from tests import testing
 
 
@@ -55,7 +56,11 @@ class StudyTest(absltest.TestCase):
       point.method_configs.entropy.beta = 0.3
       point.methods = "entropy"
       plain = train.train_and_evaluate(point, d2)["methods"]["entropy"]
-    entry = results["methods"]["entropy@beta=0.3"]
+      # The point's predictions file holds that point's runs: the plain study's, bitwise.
+      entry = results["methods"]["entropy@beta=0.3"]
+      saved = predictions.load(os.path.join(d1, entry["predictions"]["path"]))
+      alone = predictions.load(os.path.join(d2, plain["predictions"]["path"]))
+      np.testing.assert_array_equal(saved["deployed"], alone["deployed"])
     # Churn compares the 3 runs of one point only: 3 pairs, not the 15 of all 6 runs.
     self.assertLen(entry["churn"]["values"], 3)
     for key in ("accuracy", "churn", "entropy", "nll"):
