@@ -40,7 +40,7 @@ def _peaked_probs(rng, n, k, top=0.6):
 
 
 # ---------------------------------------------------------------------------
-# Plain-numpy references (loops, float64) written independently of metrics.py.
+# Plain-numpy references (loops, float64) written independently of churn_jax.metrics.
 # ---------------------------------------------------------------------------
 
 
