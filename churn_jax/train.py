@@ -315,5 +315,6 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
   if jax.process_index() == 0:
+    outputs_report.write_differences(workdir, store.results)
     outputs_report.write_plots(workdir, store.results)
   return store.results

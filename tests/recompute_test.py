@@ -272,6 +272,36 @@ class RecomputeTest(absltest.TestCase):
       with open(os.path.join(self.workdir, f"results.{ext}")) as f:
         self.assertEqual(f.read(), tables[ext], ext)
 
+  def test_differences_against_baseline_recomputed(self):
+    """differences.csv: Δ = method − baseline of the numpy means, a verdict that follows its
+    interval, one row per method; rewritten identically by `churn-jax report`."""
+    import csv  # pylint: disable=g-import-not-at-top
+    test_labels = data.get_dataset(self.config.data).y_test
+    want = {name: recompute(name, self._load(name)["deployed"].astype(np.float64), test_labels)
+            for name in EXPECTED}
+    path = os.path.join(self.workdir, "differences.csv")
+    with open(path) as f:
+      first = f.read()
+    with open(path) as f:
+      rows = {r["method"]: r for r in csv.DictReader(f)}
+    self.assertEqual(set(rows), set(EXPECTED))
+    self.assertEqual(rows["baseline"]["d_churn_diff"], "")
+    for name in ("codistill", "ensemble2"):
+      for key, lower_is_better in (("churn", True), ("accuracy", False)):
+        r = {s: rows[name][f"d_{key}_{s}"] for s in ("diff", "low", "high", "verdict")}
+        diff = want[name][key]["mean"] - want["baseline"][key]["mean"]
+        self.assertAlmostEqual(float(r["diff"]), diff, delta=TOL, msg=f"{name} {key}")
+        low, high = float(r["low"]), float(r["high"])
+        self.assertLessEqual(low, high)
+        better = high < 0 if lower_is_better else low > 0
+        worse = low > 0 if lower_is_better else high < 0
+        self.assertEqual(r["verdict"], "held" if better else "reversed" if worse
+                         else "cannot tell", f"{name} {key}")
+    os.remove(path)
+    self.assertEqual(cli.main(["report", self.workdir]), 0)
+    with open(path) as f:
+      self.assertEqual(f.read(), first)
+
   def test_reuse_refuses_changed_predictions(self):
     workdir = os.path.join(self.tmp, "reuse")
     shutil.copytree(self.workdir, workdir)

@@ -114,8 +114,9 @@ def compare(argv: Sequence[str]) -> int:
 def report(argv: Sequence[str]) -> int:
   from churn_jax.outputs import report as report_lib
   parser = _Parser(prog="churn-jax report",
-                   description="Rewrite results.{md,csv,tex} and plots/ of a study workdir "
-                   "from its saved predictions (checked against results.json).")
+                   description="Rewrite results.{md,csv,tex}, differences.{md,csv} and "
+                   "plots/ of a study workdir from its saved predictions (checked against "
+                   "results.json).")
   parser.add_argument("workdir")
   args = parser.parse_args(argv)
   try:

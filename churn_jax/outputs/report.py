@@ -2,7 +2,8 @@
 
 Every study calls `write_plots` at its end; `regenerate` recomputes each method's metrics from
 WORKDIR/predictions/<method>.npz (checked against the sha256 in results.json), rewrites
-results.{md,csv,tex} from them and redraws the plots, so what a reader sees always follows
+results.{md,csv,tex} and differences.{md,csv} (each method against the baseline, with
+bootstrap intervals) from them and redraws the plots, so what a reader sees always follows
 from files they can open. results.json itself is left as the study wrote it.
 """
 
@@ -15,8 +16,10 @@ import numpy as np
 
 from churn_jax import evaluate, report
 from churn_jax.outputs import observer, plots, predictions, tables
+from churn_jax.protocol import tables as protocol_tables
 
 PLOTS_DIRNAME = "plots"
+DIFFERENCES_STEM = "differences"
 
 
 def _load_results(workdir: str) -> Dict[str, Any]:
@@ -115,6 +118,35 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
   return written
 
 
+def write_differences(workdir: str, results: Dict[str, Any],
+                      num_samples: int = 2000) -> List[str]:
+  """Writes WORKDIR/differences.{md,csv}: each method minus the baseline in churn and accuracy,
+  with a 95% bootstrap interval over runs and a verdict (churn_jax/protocol/stats.py).
+
+  A claim such as "method X reduces churn" is only as good as this interval: with R runs the
+  spread of churn between run pairs is often as large as the difference between methods.
+  Nothing is written without a baseline or with fewer than 2 runs (no pair to compare).
+  """
+  methods = results["methods"]
+  base = methods.get("baseline")
+  if base is None or int(base.get("num_runs", 0)) < 2 or "churn" not in base:
+    return []
+  rows = protocol_tables.summary_rows(results, "test", num_samples=num_samples)
+  runs = int(base["num_runs"])
+  text = (f"# Differences against the baseline ({runs} runs per method)\n\n"
+          "Δ = method − baseline in percentage points, [95% percentile bootstrap interval over "
+          f"runs, {num_samples} draws; churn resamples runs and averages their pairs]; held = "
+          "the interval excludes 0 on the better side, reversed = on the worse side, cannot "
+          "tell = it contains 0. Welch's p is on the per-run accuracies.\n\n"
+          + protocol_tables.summary_markdown(rows))
+  paths = []
+  for ext, body in (("md", text), ("csv", protocol_tables.summary_csv(rows))):
+    path = os.path.join(workdir, f"{DIFFERENCES_STEM}.{ext}")
+    report.atomic_write(path, body)
+    paths.append(path)
+  return paths
+
+
 def _max_difference(a, b) -> float:
   """Largest absolute difference between two summaries ({mean, std, values})."""
   worst = 0.0
@@ -154,4 +186,5 @@ def regenerate(workdir: str, tolerance: float = 1e-6):
     path = os.path.join(workdir, f"results.{ext}")
     report.atomic_write(path, fmt(fresh))
     written.append(path)
+  written += write_differences(workdir, fresh)
   return written + write_plots(workdir, fresh), warnings
