@@ -139,13 +139,12 @@ def tpu_command(config_spec: str, workdir: str, name: str, overrides: Dict[str, 
 
 def is_done(config, workdir: str) -> bool:
   """True if `workdir`/results.json holds every method of `config`, from this same config."""
-  from churn_jax import results_store  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
+  from churn_jax import fileio, results_store  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "results.json")  # gs:// workdirs too (fileio is epath).
+  if not fileio.exists(path):
     return False
   try:
-    with open(path) as f:
-      results = json.load(f)
+    results = json.loads(fileio.read_text(path))
   except ValueError:
     return False  # Unreadable: let the trainer say so.
   done, data = results.get("methods", {}), results.get("data")  # data: what was trained on.
@@ -194,8 +193,8 @@ def run_stacked(config, entries) -> int:
             f"Wall time of this invocation (training reused entries is skipped): "
             f"{seconds:.0f} s on {machine()}.\n")
   paths = tables.write_protocol(FLAGS.workdir, results, header, FLAGS.bootstrap_samples)
-  with open(paths[0]) as f:
-    print(f.read(), flush=True)
+  from churn_jax import fileio  # pylint: disable=g-import-not-at-top
+  print(fileio.read_text(paths[0]), flush=True)
   print(f"wall time {seconds:.1f} s; wrote {', '.join(paths)}", flush=True)
   if results["failed"]:
     print(f"error: diverged, left out: {', '.join(results['failed'])}", file=sys.stderr)
