@@ -7,7 +7,9 @@ below, never with churn_jax.metrics, and compare to 1e-6. A key of results.json 
 does not know how to recompute fails the test, so no metric is left unchecked.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -301,6 +303,20 @@ class RecomputeTest(absltest.TestCase):
     self.assertEqual(cli.main(["report", self.workdir]), 0)
     with open(path) as f:
       self.assertEqual(f.read(), first)
+    # Against another method: Δ = codistill − ensemble2.
+    self.assertEqual(cli.main(["report", self.workdir, "--against", "ensemble2"]), 0)
+    with open(os.path.join(self.workdir, "differences_vs_ensemble2.csv")) as f:
+      rows = {r["method"]: r for r in csv.DictReader(f)}
+    self.assertEqual(rows["ensemble2"]["d_churn_diff"], "")
+    self.assertAlmostEqual(float(rows["codistill"]["d_churn_diff"]),
+                           want["codistill"]["churn"]["mean"] - want["ensemble2"]["churn"]["mean"],
+                           delta=TOL)
+    before = sorted(os.listdir(self.workdir))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      self.assertEqual(cli.main(["report", self.workdir, "--against", "nosuch"]), 1)
+    self.assertRegex(err.getvalue(), r"^error: --against: no method 'nosuch' in .*\n$")
+    self.assertEqual(sorted(os.listdir(self.workdir)), before)
 
   def test_reuse_refuses_changed_predictions(self):
     workdir = os.path.join(self.tmp, "reuse")

@@ -2,7 +2,7 @@
 
   churn-jax train --config=experiments/mnist1d.py:quick --workdir=runs/q
   churn-jax compare A B [--labels FILE] [--logits] [--format md|json|csv]
-  churn-jax report WORKDIR
+  churn-jax report WORKDIR [--against METHOD,...]
 
 Bad input is one line on stderr and exit status 1; nothing is written.
 """
@@ -118,9 +118,13 @@ def report(argv: Sequence[str]) -> int:
                    "plots/ of a study workdir from its saved predictions (checked against "
                    "results.json).")
   parser.add_argument("workdir")
+  parser.add_argument("--against", default="", help="Comma-separated methods: also write "
+                      "differences_vs_<method>.{md,csv}, every method against that one "
+                      "(e.g. anti_distill against ensemble2).")
   args = parser.parse_args(argv)
   try:
-    written, warnings = report_lib.regenerate(args.workdir)
+    written, warnings = report_lib.regenerate(
+        args.workdir, against=[a for a in args.against.split(",") if a])
   except ValueError as e:
     return _fail(str(e))
   for warning in warnings:

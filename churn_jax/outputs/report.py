@@ -10,7 +10,7 @@ from files they can open. results.json itself is left as the study wrote it.
 import copy
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -118,22 +118,25 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
   return written
 
 
-def write_differences(workdir: str, results: Dict[str, Any],
-                      num_samples: int = 2000) -> List[str]:
+def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 2000,
+                      against: str = "baseline") -> List[str]:
   """Writes WORKDIR/differences.{md,csv}: each method minus the baseline in churn and accuracy,
-  with a 95% bootstrap interval over runs and a verdict (churn_jax/protocol/stats.py).
+  with a 95% bootstrap interval over runs and a verdict (churn_jax/protocol/stats.py). With
+  `against` another method (a 2-ensemble, plain distillation), differences_vs_<against>.*.
 
   A claim such as "method X reduces churn" is only as good as this interval: with R runs the
   spread of churn between run pairs is often as large as the difference between methods.
   Nothing is written without a baseline or with fewer than 2 runs (no pair to compare).
   """
   methods = results["methods"]
-  base = methods.get("baseline")
+  base = methods.get(against)
   if base is None or int(base.get("num_runs", 0)) < 2 or "churn" not in base:
     return []
-  rows = protocol_tables.summary_rows(results, "test", num_samples=num_samples)
+  rows = protocol_tables.summary_rows(results, "test", baseline=against,
+                                      num_samples=num_samples)
   runs = int(base["num_runs"])
-  text = (f"# Differences against the baseline ({runs} runs per method)\n\n"
+  stem = DIFFERENCES_STEM if against == "baseline" else f"{DIFFERENCES_STEM}_vs_{against}"
+  text = (f"# Differences against {against} ({runs} runs per method)\n\n"
           "Δ = method − baseline in percentage points, [95% percentile bootstrap interval over "
           f"runs, {num_samples} draws; churn resamples runs and averages their pairs]; held = "
           "the interval excludes 0 on the better side, reversed = on the worse side, cannot "
@@ -141,7 +144,7 @@ def write_differences(workdir: str, results: Dict[str, Any],
           + protocol_tables.summary_markdown(rows))
   paths = []
   for ext, body in (("md", text), ("csv", protocol_tables.summary_csv(rows))):
-    path = os.path.join(workdir, f"{DIFFERENCES_STEM}.{ext}")
+    path = os.path.join(workdir, f"{stem}.{ext}")
     report.atomic_write(path, body)
     paths.append(path)
   return paths
@@ -159,13 +162,18 @@ def _max_difference(a, b) -> float:
   return worst
 
 
-def regenerate(workdir: str, tolerance: float = 1e-6):
-  """Recomputes the tables from the predictions and redraws the plots.
+def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = ()):
+  """Recomputes the tables from the predictions and redraws the plots; `against` adds
+  differences_vs_<method>.{md,csv} for each method named (a ValueError if it is unknown).
 
   Returns (written paths, warnings): a warning names a value of results.json that its
   predictions do not reproduce within `tolerance`.
   """
   results = _load_results(workdir)
+  unknown = [a for a in against if a not in results["methods"]]
+  if unknown:
+    raise ValueError(f"--against: no method {unknown[0]!r} in {workdir}/results.json; it has "
+                     f"{', '.join(results['methods'])}")
   alpha = float(results.get("config", {}).get("schurn_alpha", 1.0))
   fresh = copy.deepcopy(results)
   warnings = []
@@ -187,4 +195,6 @@ def regenerate(workdir: str, tolerance: float = 1e-6):
     report.atomic_write(path, fmt(fresh))
     written.append(path)
   written += write_differences(workdir, fresh)
+  for name in against:
+    written += write_differences(workdir, fresh, against=name)
   return written + write_plots(workdir, fresh), warnings
