@@ -19,7 +19,8 @@ import numpy as np
 
 from churn_jax import config_lib, methods, sweeps, train
 from churn_jax.data import dataset as dataset_lib
-from churn_jax.outputs import predictions
+from churn_jax.outputs import cli, predictions
+from churn_jax.protocol import tables
 from tests import testing
 
 
@@ -61,6 +62,15 @@ class StudyTest(absltest.TestCase):
       saved = predictions.load(os.path.join(d1, entry["predictions"]["path"]))
       alone = predictions.load(os.path.join(d2, plain["predictions"]["path"]))
       np.testing.assert_array_equal(saved["deployed"], alone["deployed"])
+      # `churn-jax report` rewrites the protocol from the predictions, keeping the header.
+      tables.write_protocol(d1, results, "# Protocol\n\nCommand: `x`, 1 s.\n")
+      with open(os.path.join(d1, "protocol.md")) as f:
+        written = f.read()
+      os.remove(os.path.join(d1, "protocol_table2_test.csv"))
+      self.assertEqual(cli.main(["report", d1]), 0)
+      with open(os.path.join(d1, "protocol.md")) as f:
+        self.assertEqual(f.read(), written)
+      self.assertTrue(os.path.exists(os.path.join(d1, "protocol_table2_test.csv")))
     # Churn compares the 3 runs of one point only: 3 pairs, not the 15 of all 6 runs.
     self.assertLen(entry["churn"]["values"], 3)
     for key in ("accuracy", "churn", "entropy", "nll"):

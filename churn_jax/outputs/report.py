@@ -141,13 +141,23 @@ def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 
           f"runs, {num_samples} draws; churn resamples runs and averages their pairs]; held = "
           "the interval excludes 0 on the better side, reversed = on the worse side, cannot "
           "tell = it contains 0. Welch's p is on the per-run accuracies.\n\n"
-          + protocol_tables.summary_markdown(rows))
+          + protocol_tables.summary_markdown(rows, against))
   paths = []
   for ext, body in (("md", text), ("csv", protocol_tables.summary_csv(rows))):
     path = os.path.join(workdir, f"{stem}.{ext}")
     report.atomic_write(path, body)
     paths.append(path)
   return paths
+
+
+def _rewrite_protocol(workdir: str, results: Dict[str, Any]) -> List[str]:
+  """The protocol tables of a stacked sweep (launch/sweep.py --mode=stacked), with the header
+  (command, wall time, machine) of the protocol.md the sweep wrote kept as it was."""
+  header, path = "", os.path.join(workdir, "protocol.md")
+  if os.path.exists(path):
+    with open(path) as f:
+      header = f.read().split("\n## ", 1)[0]
+  return protocol_tables.write_protocol(workdir, results, header)
 
 
 def _max_difference(a, b) -> float:
@@ -195,6 +205,8 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
     report.atomic_write(path, fmt(fresh))
     written.append(path)
   written += write_differences(workdir, fresh)
+  if any("sweep" in e for e in fresh["methods"].values()):
+    written += _rewrite_protocol(workdir, fresh)
   for name in against:
     written += write_differences(workdir, fresh, against=name)
   return written + write_plots(workdir, fresh), warnings

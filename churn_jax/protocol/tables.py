@@ -21,10 +21,11 @@ from typing import Any, Dict, List, Optional, Tuple
 from churn_jax import report
 from churn_jax.protocol import stats
 
-# (title, key, percent): the metrics of the coefficient table.
-METRICS = (("accuracy", "accuracy", True), ("churn", "churn", True),
-           ("SChurn", "schurn", True), ("churn correct", "churn_correct", True),
-           ("entropy", "entropy", False), ("ECE", "ece", True), ("NLL", "nll", False))
+# (title, key, percent): the metrics of the coefficient table. Rates in percent; SChurn,
+# entropy and NLL on their natural scale, as in results.md (SChurn can exceed 1).
+METRICS = (("accuracy %", "accuracy", True), ("churn %", "churn", True),
+           ("SChurn", "schurn", False), ("churn correct %", "churn_correct", True),
+           ("entropy", "entropy", False), ("ECE %", "ece", True), ("NLL", "nll", False))
 CURVE_METRICS = ("churn", "accuracy", "entropy")
 SELECTIONS = ("test", "validation")
 
@@ -53,15 +54,16 @@ def select(rows, split: str) -> Optional[str]:
 
 
 def _fmt(summary, percent: bool) -> str:
-  scale = 100.0 if percent else 1.0
-  return f"{scale * summary['mean']:.2f} ± {scale * summary['std']:.2f}"
+  if percent:
+    return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+  return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
 
 
 def coefficient_table(results: Dict[str, Any]) -> str:
   """Markdown: every method and coefficient; test/val marks the selected coefficient."""
   has_val = any("validation" in e for e in results["methods"].values())
   header = ["method", "coefficient", "runs"] + [t for t, _, _ in METRICS]
-  header += ["val churn", "selected"] if has_val else ["selected"]
+  header += ["val churn %", "selected"] if has_val else ["selected"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for method, rows in groups(results).items():
     best = {split: select(rows, split) for split in SELECTIONS}
@@ -112,15 +114,15 @@ def _diff_text(d: Optional[Dict[str, Any]]) -> str:
   return text + (f" (Welch p={d['welch_p']:.3f})" if d.get("welch_p") is not None else "")
 
 
-def summary_markdown(rows) -> str:
-  header = ["method", "coefficient", "runs", "accuracy", "churn", "SChurn", "entropy",
-            "Δchurn vs baseline [95% CI]", "Δaccuracy vs baseline [95% CI]"]
+def summary_markdown(rows, baseline: str = "baseline") -> str:
+  header = ["method", "coefficient", "runs", "accuracy %", "churn %", "SChurn", "entropy",
+            f"Δchurn vs {baseline} [95% CI]", f"Δaccuracy vs {baseline} [95% CI]"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     cells = [r["method"], "-" if r["coefficient"] is None else f"{r['coefficient']:g}",
              str(r["runs"])]
     cells += [_fmt(r[k], p) if k in r else "-" for k, p in
-              (("accuracy", True), ("churn", True), ("schurn", True), ("entropy", False))]
+              (("accuracy", True), ("churn", True), ("schurn", False), ("entropy", False))]
     cells += [_diff_text(r.get("d_churn")), _diff_text(r.get("d_accuracy"))]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
@@ -147,11 +149,11 @@ def summary_latex(rows, caption: str = "") -> str:
   """A booktabs table: accuracy and churn (mean $\\pm$ std, %), Δchurn with its interval."""
   esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")
   lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrrrrl}", r"\toprule",
-           r"Method & Coef. & Accuracy (\%) & Churn (\%) & SChurn (\%) & "
+           r"Method & Coef. & Accuracy (\%) & Churn (\%) & SChurn & "
            r"$\Delta$Churn [95\% CI] \\",
            r"\midrule"]
   for r in rows:
-    pm = lambda k: (f"{100 * r[k]['mean']:.2f} $\\pm$ {100 * r[k]['std']:.2f}" if k in r else "-")
+    pm = lambda k: (_fmt(r[k], k != "schurn").replace("±", "$\\pm$") if k in r else "-")
     d = r.get("d_churn")
     diff = "-" if d is None else (f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, "
                                   f"{100 * d['high']:+.2f}] {d['verdict']}")
