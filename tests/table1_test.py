@@ -25,7 +25,7 @@ class Table1Test(absltest.TestCase):
     self.assertGreater(init["schurn"]["mean"], 0.0)
     md = table1.markdown(rows)
     self.assertIn("| nothing | `` | 3 |", md)
-    self.assertIn("| 0.00 ± 0.00 | 0.00 ± 0.00 |", md.splitlines()[2])
+    self.assertIn("| 0.00 ± 0.00 | 0.000 ± 0.000 |", md.splitlines()[2])
     lines = table1.csv_text(rows).splitlines()
     self.assertEqual(lines[1].split(",")[:3], ["nothing", '""', "3"])
     np.testing.assert_equal(float(lines[1].split(",")[5]), 0.0)
