@@ -40,7 +40,7 @@ _LIB = "LIBRARY_FUSION_TYPE_"
 
 
 def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0, pad=True,
-                  scan=False, chunk_major=False):
+                  scan=False, chunk_major=False, interleave=True):
   """A CPU convolution like layers.cpu_conv with its choices made explicit (always CPU)."""
   def conv_fn(lhs, rhs, *args, **kwargs):
     conv = lambda l, r: lax.conv_general_dilated(l, r, *args, **kwargs)
@@ -73,7 +73,7 @@ def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0
         step = lambda acc, xg: (acc + jax.vjp(lambda w: conv(xg[0], w), rhs)[1](xg[1])[0], None)
         d_rhs = lax.scan(step, jax.numpy.zeros_like(rhs), xs)[0]
       else:
-        d_rhs = layers._chunked_weight_grad(conv, lhs, rhs, g, c)
+        d_rhs = layers._chunked_weight_grad(conv, lhs, rhs, g, c, interleave)
       return d_lhs, d_rhs
 
     f.defvjp(fwd, bwd)
@@ -126,6 +126,8 @@ def _levers(model):
         "flax_pool": d(pool=_flax_pool, devices=1, what="current with nn.max_pool"),
         "chunk8": d(conv=_variant_conv(weight_grad_chunk=8), devices=1,
                     what="weight gradient in 8-example chunks"),
+        "contiguous_2dev": d(conv=_variant_conv(interleave=False), devices=2,
+                             what="contiguous weight-gradient chunks, 2 devices"),
         "ynn_off": d(options={"xla_cpu_experimental_ynn_fusion_type": ""}, devices=1,
                      what="current, YNNPACK fusions off (all convs on Eigen)"),
     }
@@ -133,10 +135,12 @@ def _levers(model):
       "current": d(devices=1, what="committed: chunked weight grad (16), padded stem forward"),
       "xla_grads": d(conv=lax.conv_general_dilated, devices=1,
                      what="XLA's convolution and gradients (before session 3)"),
-      "session3": d(conv=_variant_conv(pad=False), devices=1,
+      "session3": d(conv=_variant_conv(pad=False, interleave=False), devices=1,
                     what="session 3: chunked weight grad only"),
       "chunk8": d(conv=_variant_conv(weight_grad_chunk=8), devices=1,
                   what="weight gradient in 8-example chunks"),
+      "contiguous": d(conv=_variant_conv(interleave=False), devices=1,
+                      what="contiguous weight-gradient chunks (session 3), 1 device"),
       "chunk_major": d(conv=_variant_conv(chunk_major=True), devices=1,
                        what="chunked weight grad, operands transposed once, chunk-major"),
       "chunk32": d(conv=_variant_conv(weight_grad_chunk=32), devices=1,

@@ -25,17 +25,26 @@ PAD_MAX_INPUT_CHANNELS = 8
 YNN_MIN_CHANNELS = 32
 
 
-def _chunked_weight_grad(conv, lhs, rhs, cotangent, chunk):
+def _chunked_weight_grad(conv, lhs, rhs, cotangent, chunk, interleave=True):
   """d(conv)/d(rhs) as the sum of the weight gradients of `chunk`-example slices.
 
+  Chunk i holds examples i, i + n, i + 2n, ... (n chunks): a batch split over the devices of
+  a ('data',) mesh in contiguous blocks then keeps every chunk split the same way, where
+  contiguous chunks each lived on one device and GSPMD moved half of each to the other
+  (collective-permutes, LeNet5 on 2 devices). `interleave=False`: contiguous chunks.
   Unrolled: the same sum as a lax.scan ran slower on XLA:CPU. The price is compile time
   (one gradient convolution per chunk in the program).
   """
   batch = lhs.shape[0]
   if batch <= chunk or batch % chunk:
     return jax.vjp(lambda w: conv(lhs, w), rhs)[1](cotangent)[0]
-  grads = [jax.vjp(lambda w, i=i: conv(lhs[i:i + chunk], w), rhs)[1](
-      cotangent[i:i + chunk])[0] for i in range(0, batch, chunk)]
+  n = batch // chunk
+  if interleave:
+    pick = lambda a, i: a.reshape((chunk, n) + a.shape[1:])[:, i]
+  else:
+    pick = lambda a, i: a[i * chunk:(i + 1) * chunk]
+  grads = [jax.vjp(lambda w, i=i: conv(pick(lhs, i), w), rhs)[1](pick(cotangent, i))[0]
+           for i in range(n)]
   return functools.reduce(lambda a, b: a + b, grads)
 
 
