@@ -40,7 +40,7 @@ _LIB = "LIBRARY_FUSION_TYPE_"
 
 
 def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0, pad=True,
-                  scan=False, chunk_major=False, interleave=True):
+                  scan=False, chunk_major=False, interleave=False, phase_input_grad=True):
   """A CPU convolution like layers.cpu_conv with its choices made explicit (always CPU)."""
   def conv_fn(lhs, rhs, *args, **kwargs):
     conv = lambda l, r: lax.conv_general_dilated(l, r, *args, **kwargs)
@@ -56,7 +56,9 @@ def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0
     def bwd(res, g):
       lhs, rhs = res
       n = lhs.shape[0]
-      if input_grad_chunk and n % input_grad_chunk == 0 and n > input_grad_chunk:
+      if phase_input_grad and tuple(args[0]) == (2, 2):
+        d_lhs = layers._phase_input_grad(lhs, rhs, g, args[0], args[1])
+      elif input_grad_chunk and n % input_grad_chunk == 0 and n > input_grad_chunk:
         d_lhs = jax.numpy.concatenate([
             jax.vjp(lambda x: conv(x, rhs), lhs[i:i + input_grad_chunk])[1](
                 g[i:i + input_grad_chunk])[0] for i in range(0, n, input_grad_chunk)])
@@ -113,44 +115,50 @@ def _levers(model):
   d = dict
   if model == "lenet5":
     old = d(conv=lax.conv_general_dilated, pool=_flax_pool)  # Session 3: nn.Conv, nn.max_pool.
+    lenet = functools.partial(_variant_conv, interleave=True)  # As layers.cpu_conv_split_batch.
     return {
-        "current": d(devices=1, what="committed: padded forward, chunked weight grad, "
-                     "reshape max pool; 1 device"),
-        "current_2dev": d(devices=2, what="committed code, batch split over 2 devices"),
+        "current": d(devices=2, what="committed: padded forward, chunked weight grad "
+                     "(interleaved), reshape max pool; 2 devices (the trainer's)"),
+        "current_1dev": d(devices=1, what="committed code on 1 device"),
         "session3_2dev": d(old, devices=2, what="session 3: XLA conv + nn.max_pool, 2 devices"),
         "session3_1dev": d(old, devices=1, what="session 3 code on 1 device"),
-        "no_pad": d(conv=_variant_conv(pad=False), devices=1,
+        "no_pad": d(conv=lenet(pad=False), devices=2,
                     what="current without the padded forward (Eigen runs the convs)"),
-        "no_chunk": d(conv=_variant_conv(weight_grad_chunk=0), devices=1,
+        "no_chunk": d(conv=lenet(weight_grad_chunk=0), devices=2,
                       what="current with XLA's weight gradient"),
-        "flax_pool": d(pool=_flax_pool, devices=1, what="current with nn.max_pool"),
-        "chunk8": d(conv=_variant_conv(weight_grad_chunk=8), devices=1,
+        "flax_pool": d(pool=_flax_pool, devices=2, what="current with nn.max_pool"),
+        "chunk8": d(conv=lenet(weight_grad_chunk=8), devices=2,
                     what="weight gradient in 8-example chunks"),
-        "contiguous_2dev": d(conv=_variant_conv(interleave=False), devices=2,
-                             what="contiguous weight-gradient chunks, 2 devices"),
-        "ynn_off": d(options={"xla_cpu_experimental_ynn_fusion_type": ""}, devices=1,
+        "contiguous": d(conv=_variant_conv(), devices=2,
+                        what="contiguous weight-gradient chunks (GSPMD moves them)"),
+        "ynn_off": d(options={"xla_cpu_experimental_ynn_fusion_type": ""}, devices=2,
                      what="current, YNNPACK fusions off (all convs on Eigen)"),
     }
   return {
-      "current": d(devices=1, what="committed: chunked weight grad (16), padded stem forward"),
+      "current": d(devices=1, what="committed: chunked weight grad (16), stride-2 input "
+                   "grads by phases, padded stem forward; 1 device (the trainer's)"),
       "xla_grads": d(conv=lax.conv_general_dilated, devices=1,
                      what="XLA's convolution and gradients (before session 3)"),
-      "session3": d(conv=_variant_conv(pad=False, interleave=False), devices=1,
+      "session3": d(conv=_variant_conv(pad=False, phase_input_grad=False), devices=1,
                     what="session 3: chunked weight grad only"),
+      "no_phase": d(conv=_variant_conv(phase_input_grad=False), devices=1,
+                    what="current with XLA's stride-2 input gradient"),
+      "no_pad": d(conv=_variant_conv(pad=False), devices=1,
+                  what="current without the padded stem forward"),
       "chunk8": d(conv=_variant_conv(weight_grad_chunk=8), devices=1,
                   what="weight gradient in 8-example chunks"),
-      "contiguous": d(conv=_variant_conv(interleave=False), devices=1,
-                      what="contiguous weight-gradient chunks (session 3), 1 device"),
-      "chunk_major": d(conv=_variant_conv(chunk_major=True), devices=1,
-                       what="chunked weight grad, operands transposed once, chunk-major"),
       "chunk32": d(conv=_variant_conv(weight_grad_chunk=32), devices=1,
                    what="weight gradient in 32-example chunks"),
+      "interleaved": d(conv=_variant_conv(interleave=True), devices=1,
+                       what="interleaved weight-gradient chunks (as LeNet5)"),
+      "chunk_major": d(conv=_variant_conv(chunk_major=True), devices=1,
+                       what="chunked weight grad, operands transposed once, chunk-major"),
       "scan16": d(conv=_variant_conv(scan=True), devices=1,
                   what="chunked weight grad as a lax.scan (compile-time lever)"),
-      "input_chunk16": d(conv=_variant_conv(input_grad_chunk=16), devices=1,
-                         what="input gradient chunked like the weight gradient (16)"),
-      "input_chunk32": d(conv=_variant_conv(input_grad_chunk=32), devices=1,
-                         what="input gradient in 32-example chunks"),
+      "input_chunk16": d(conv=_variant_conv(input_grad_chunk=16, phase_input_grad=False),
+                         devices=1, what="input gradient chunked like the weight gradient (16)"),
+      "input_chunk32": d(conv=_variant_conv(input_grad_chunk=32, phase_input_grad=False),
+                         devices=1, what="input gradient in 32-example chunks"),
       "2dev": d(devices=2, what="current, batch split over 2 devices"),
       "ynn_off": d(options={"xla_cpu_experimental_ynn_fusion_type": ""}, devices=1,
                    what="YNNPACK fusions off: every conv on Eigen"),
@@ -179,11 +187,11 @@ def _library_kinds(text):
 
 def _build(model, lever):
   """Compiles one variant: (compiled step, state, batch, compile s, library kinds)."""
-  saved = (layers.conv, layers.cpu_conv, layers.max_pool_2x2)
+  saved = (layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2)
   if "conv" in lever:
     layers.conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.conv_init,
                                     conv_general_dilated=lever["conv"])
-    layers.cpu_conv = lever["conv"]
+    layers.cpu_conv_split_batch = lever["conv"]
   if "pool" in lever:
     layers.max_pool_2x2 = lever["pool"]
   try:
@@ -193,7 +201,7 @@ def _build(model, lever):
     compiled = train_step.lower(state, batch, {}).compile(lever.get("options"))
     compile_s = time.perf_counter() - start
   finally:
-    layers.conv, layers.cpu_conv, layers.max_pool_2x2 = saved
+    layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2 = saved
   state, _ = compiled(state, batch, {})  # Warm-up.
   jax.block_until_ready(state)
   return compiled, state, batch, compile_s, _library_kinds(compiled.as_text())

@@ -64,6 +64,71 @@ class PaddedForwardTest(parameterized.TestCase):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
 
 
+class PhaseInputGradTest(parameterized.TestCase):
+  """Stride-2 input gradients as four stride-1 phase convolutions (the CPU lowering)."""
+
+  @parameterized.named_parameters(
+      ('3x3_pad1', 8, (3, 3), ((1, 1), (1, 1))),
+      ('1x1_projection', 8, (1, 1), ((0, 0), (0, 0))),
+      ('3x3_same_odd_size', 7, (3, 3), 'SAME'),
+      ('5x5_same', 8, (5, 5), 'SAME'),
+      ('2x2_valid', 9, (2, 2), 'VALID'),
+  )
+  def test_matches_lax_conv(self, size, kernel, padding):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(4, size, size, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=kernel + (16, 32)), jnp.float32)
+    want = _value_and_grads(jax.lax.conv_general_dilated, (2, 2), padding, x, w)
+    for conv in (layers.cpu_conv, layers.cpu_conv_split_batch):
+      got = _value_and_grads(conv, (2, 2), padding, x, w)
+      for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+  def test_no_lhs_dilated_convolution_left(self):
+    x, w = jnp.zeros((4, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
+    def text(conv):
+      grad = jax.grad(functools.partial(_loss, conv, (2, 2), ((1, 1), (1, 1))), argnums=0)
+      return jax.jit(grad).lower(x, w).as_text()
+    self.assertIn('lhs_dilate = [2, 2]', text(jax.lax.conv_general_dilated))
+    got = text(layers.cpu_conv)
+    self.assertNotIn('lhs_dilate = [2, 2]', got)
+    self.assertEqual(got.count('stablehlo.convolution'), 1 + 4)  # Forward + 4 phases.
+
+  def test_under_vmap_over_stacked_members(self):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 4, 8, 8, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2, 3, 3, 16, 32)), jnp.float32)
+    def grads(conv):
+      loss = functools.partial(_loss, conv, (2, 2), ((1, 1), (1, 1)))
+      return jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(x, w)
+    for a, b in zip(jax.tree_util.tree_leaves(grads(layers.cpu_conv)),
+                    jax.tree_util.tree_leaves(grads(jax.lax.conv_general_dilated))):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+
+class InterleavedChunksTest(absltest.TestCase):
+
+  def test_weight_gradient_matches_lax_and_the_contiguous_chunks(self):
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(48, 6, 6, 4)), jnp.float32)  # 3 chunks of 16.
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32)
+    grad = lambda conv: jax.jit(jax.grad(functools.partial(_loss, conv, (1, 1), 'SAME'),
+                                         argnums=1))(x, w)
+    want = grad(jax.lax.conv_general_dilated)
+    np.testing.assert_allclose(grad(layers.cpu_conv_split_batch), want, rtol=2e-5, atol=2e-4)
+    np.testing.assert_allclose(grad(layers.cpu_conv), want, rtol=2e-5, atol=2e-4)
+    # Each chunk's examples: interleaved i, i+3, ... (not 16i..16i+15).
+    conv = lambda l, r: jax.lax.conv_general_dilated(l, r, (1, 1), 'SAME', dimension_numbers=DN)
+    seen = []
+    spy = lambda l, r: seen.append(l.shape) or conv(l, r)
+    g = jnp.ones((48, 6, 6, 8))
+    layers._chunked_weight_grad(spy, x, w, g, 16, interleave=True)
+    self.assertEqual(seen, [(16, 6, 6, 4)] * 3)
+    first = layers._chunked_weight_grad(lambda l, r: conv(l, r), x[0::3], w, g[0::3], 16)
+    alone = jax.vjp(lambda r: conv(x[0::3], r), w)[1](g[0::3])[0]
+    np.testing.assert_allclose(first, alone, rtol=1e-6)
+
+
 def _numpy_pool_grad(x, g):
   """Gradient of a 2x2/2 max pool: each window's cotangent goes to its (unique) maximum."""
   out = np.zeros_like(x)

@@ -6,7 +6,9 @@ declines, through Eigen. The pass declines every convolution whose input and out
 have fewer than 32 channels, and Eigen runs the few-channel ones (LeNet5's 3->6, the ResNets'
 3->16 stem) at 5-15 GFLOP/s against YNNPACK's 45-60 here (docs/PERFORMANCE.md). The gradient
 of a convolution comes out as one convolution whose window is the whole feature map, 3x
-slower than the forward pass. `cpu_conv` works around both, on the CPU lowering only.
+slower than the forward pass, and the input gradient of a strided one as a convolution with
+lhs dilation, which YNNPACK declines. `cpu_conv` works around all three, on the CPU lowering
+only.
 """
 
 import functools
@@ -25,15 +27,16 @@ PAD_MAX_INPUT_CHANNELS = 8
 YNN_MIN_CHANNELS = 32
 
 
-def _chunked_weight_grad(conv, lhs, rhs, cotangent, chunk, interleave=True):
+def _chunked_weight_grad(conv, lhs, rhs, cotangent, chunk, interleave=False):
   """d(conv)/d(rhs) as the sum of the weight gradients of `chunk`-example slices.
 
-  Chunk i holds examples i, i + n, i + 2n, ... (n chunks): a batch split over the devices of
-  a ('data',) mesh in contiguous blocks then keeps every chunk split the same way, where
-  contiguous chunks each lived on one device and GSPMD moved half of each to the other
-  (collective-permutes, LeNet5 on 2 devices). `interleave=False`: contiguous chunks.
-  Unrolled: the same sum as a lax.scan ran slower on XLA:CPU. The price is compile time
-  (one gradient convolution per chunk in the program).
+  Unrolled: the same sum as a lax.scan ran 13x slower on XLA:CPU (a convolution inside a
+  while loop loses YNNPACK). The price is compile time (one gradient convolution per chunk).
+  `interleave`: chunk i holds examples i, i + n, i + 2n, ... (n chunks), so that a batch
+  split over the devices of a ('data',) mesh in contiguous blocks keeps every chunk split
+  the same way; contiguous chunks each live on one device and GSPMD moves half of each to
+  the other (collective-permutes). On one device it computes as fast but compiled 7x slower
+  (ResNet-20: 200 s against 28 s), so only the models that split the batch use it.
   """
   batch = lhs.shape[0]
   if batch <= chunk or batch % chunk:
@@ -66,41 +69,101 @@ def _padded_forward(conv, lhs, rhs, dimension_numbers):
   return lax.slice_in_dim(out, 0, features, axis=dn.out_spec[1])
 
 
-def cpu_conv(lhs, rhs, *args, **kwargs):
-  """lax.conv_general_dilated, with a faster forward pass and weight gradient on XLA:CPU.
+def _phase_input_grad(lhs, rhs, cotangent, strides, padding):
+  """Input gradient of a stride-2 NHWC/HWIO convolution as four stride-1 convolutions.
+
+  XLA writes it as one convolution with lhs_dilation 2, which YNNPACK declines, and Eigen
+  ran it at a third of the forward pass's speed. Padded input row 2a+r, column 2b+s only
+  meets the kernel taps rhs[r::2, s::2]: its gradient is the input gradient of a stride-1
+  VALID convolution with those taps over the input's (r, s) phase. The four phases are
+  computed so and interleaved back.
+  """
+  n, h, w, cin = lhs.shape
+  ho, wo = cotangent.shape[1:3]
+  kh, kw = rhs.shape[:2]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  hp, wp = h + lo_h + hi_h, w + lo_w + hi_w
+  phase_shape = (n, (hp + 1) // 2, (wp + 1) // 2, cin)  # Padded to even sizes.
+  rows = []
+  for r in range(2):
+    row = []
+    for s in range(2):
+      taps = rhs[r::2, s::2]
+      if 0 in taps.shape[:2]:  # A 1x1 kernel meets only phase (0, 0).
+        row.append(jnp.zeros(phase_shape, cotangent.dtype))
+        continue
+      conv = lambda a, t=taps: lax.conv_general_dilated(
+          a, t, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :ho, :wo]
+      row.append(jax.vjp(conv, jnp.zeros(phase_shape, lhs.dtype))[1](cotangent)[0])
+    rows.append(jnp.stack(row, axis=3))
+  full = jnp.stack(rows, axis=2).reshape(n, 2 * phase_shape[1], 2 * phase_shape[2], cin)
+  return full[:, lo_h:lo_h + h, lo_w:lo_w + w]
+
+
+def _conv_args(args, kwargs):
+  """(window_strides, padding, dimension_numbers, plain) of a conv_general_dilated call;
+  plain: NHWC/HWIO, no dilation, no groups (what the phase input gradient handles)."""
+  names = ("window_strides", "padding", "lhs_dilation", "rhs_dilation", "dimension_numbers",
+           "feature_group_count", "batch_group_count")
+  given = dict(zip(names, args), **kwargs)
+  dn = given.get("dimension_numbers")
+  plain = (all(d == 1 for k in ("lhs_dilation", "rhs_dilation") for d in given.get(k) or (1,))
+           and given.get("feature_group_count", 1) == 1
+           and given.get("batch_group_count", 1) == 1
+           and (dn == ("NHWC", "HWIO", "NHWC")
+                or tuple(getattr(dn, "lhs_spec", ())) == (0, 3, 1, 2)
+                and tuple(dn.rhs_spec) == (3, 2, 0, 1) and tuple(dn.out_spec) == (0, 3, 1, 2)))
+  return given.get("window_strides"), given.get("padding"), dn, plain
+
+
+def make_cpu_conv(interleave_chunks: bool = False):
+  """lax.conv_general_dilated, computed faster on XLA:CPU (forward and both gradients).
 
   Forward: few-channel convolutions get zero output channels up to YNN_MIN_CHANNELS so that
   YNNPACK runs them (LeNet5's first layer: 1.6x faster with 5x the arithmetic). Weight
   gradient: the sum over 16-example slices of the batch (the 32x32x16 ResNet layer: 21 ms
-  against XLA's 84 ms, 2 cores). The input gradient is XLA's. Only the CPU lowering is
-  changed; accelerators get XLA's own convolution and gradients. Needs batch-first dimension
-  numbers (Flax's default).
+  against XLA's 84 ms, 2 cores); `interleave_chunks` for models whose batch is split over
+  devices (_chunked_weight_grad). Input gradient of a stride-2 convolution: four stride-1
+  phase convolutions (_phase_input_grad); otherwise XLA's. Only the CPU lowering is changed;
+  accelerators get XLA's own convolution and gradients. Needs batch-first dimension numbers
+  (Flax's default).
   """
-  conv = lambda l, r: lax.conv_general_dilated(l, r, *args, **kwargs)
-  dimension_numbers = kwargs.get("dimension_numbers", args[4] if len(args) > 4 else None)
+  def cpu_conv(lhs, rhs, *args, **kwargs):
+    conv = lambda l, r: lax.conv_general_dilated(l, r, *args, **kwargs)
+    strides, padding, dimension_numbers, plain = _conv_args(args, kwargs)
+    phases = plain and tuple(strides or ()) == (2, 2)
 
-  @jax.custom_vjp
-  def f(lhs, rhs):
-    return lax.platform_dependent(
-        lhs, rhs, cpu=lambda l, r: _padded_forward(conv, l, r, dimension_numbers),
-        default=conv)
+    def cpu_input_grad(lhs, rhs, cotangent):
+      if phases:
+        return _phase_input_grad(lhs, rhs, cotangent, strides, padding)
+      return jax.vjp(lambda x: conv(x, rhs), lhs)[1](cotangent)[0]
 
-  def fwd(lhs, rhs):
-    return f(lhs, rhs), (lhs, rhs)
+    @jax.custom_vjp
+    def f(lhs, rhs):
+      return lax.platform_dependent(
+          lhs, rhs, cpu=lambda l, r: _padded_forward(conv, l, r, dimension_numbers),
+          default=conv)
 
-  def bwd(res, cotangent):
-    lhs, rhs = res
-    d_lhs = jax.vjp(lambda x: conv(x, rhs), lhs)[1](cotangent)[0]
-    d_rhs = lax.platform_dependent(
-        lhs, rhs, cotangent,
-        cpu=lambda *a: _chunked_weight_grad(conv, *a, WEIGHT_GRAD_CHUNK),
-        default=lambda *a: _chunked_weight_grad(conv, *a, a[0].shape[0]))
-    return d_lhs, d_rhs
+    def fwd(lhs, rhs):
+      return f(lhs, rhs), (lhs, rhs)
 
-  f.defvjp(fwd, bwd)
-  return f(lhs, rhs)
+    def bwd(res, cotangent):
+      lhs, rhs = res
+      cpu = lambda *a: (cpu_input_grad(*a), _chunked_weight_grad(
+          conv, *a, WEIGHT_GRAD_CHUNK, interleave_chunks))
+      default = lambda l, r, g: jax.vjp(conv, l, r)[1](g)
+      return tuple(lax.platform_dependent(lhs, rhs, cotangent, cpu=cpu, default=default))
+
+    f.defvjp(fwd, bwd)
+    return f(lhs, rhs)
+  return cpu_conv
 
 
+cpu_conv = make_cpu_conv()
+# For models whose batch the trainer splits over one CPU device per core (LeNet5).
+cpu_conv_split_batch = make_cpu_conv(interleave_chunks=True)
 # The name the ResNets and BatchEnsemble used before the forward pass was changed too.
 chunked_weight_grad_conv = cpu_conv
 

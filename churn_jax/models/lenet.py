@@ -28,9 +28,10 @@ class LeNet5(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'LeNet5 expects NHWC input, got shape {x.shape}')
     for i, features in enumerate((6, 16)):
-      # layers.cpu_conv: the same convolution, run faster by XLA:CPU (models/layers.py).
+      # The same convolution, run faster by XLA:CPU (models/layers.py); chunks of the weight
+      # gradient interleaved since LeNet5's batch is split over the CPU cores.
       x = nn.Conv(features, (5, 5), padding='SAME', name=f'conv_{i}',
-                  conv_general_dilated=layers.cpu_conv)(x)
+                  conv_general_dilated=layers.cpu_conv_split_batch)(x)
       x = nn.relu(x)
       x = layers.max_pool_2x2(x)  # nn.max_pool's values, a cheaper gradient on CPU.
     x = x.reshape((x.shape[0], -1))
