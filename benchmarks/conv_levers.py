@@ -3,6 +3,7 @@
   python benchmarks/conv_levers.py                                # ResNet-20 and LeNet5
   python benchmarks/conv_levers.py --models=lenet5 --rounds=5 --json
   python benchmarks/conv_levers.py --levers=current,xla_grads     # a subset, by name
+  python benchmarks/conv_levers.py --models=resnet20 --stack=4x2 --levers=current,llvm_O1
 
 Each lever is a variant of churn_jax's real single-model train step (common.py: batch 128,
 SGD with Nesterov momentum, method "baseline", strategy "loop"): a different convolution
@@ -12,7 +13,8 @@ variants of a model are compiled first (compile seconds reported), then timed ro
 --steps steps per variant per round, so that a load that changes during the run hits every
 variant alike; the median of all its steps is reported with its ratio to the "current" row
 (the code as committed). Rows never change the shipped code: what the doc calls the best
-combination is "current".
+combination is "current". The last column counts the YNNPACK / oneDNN / XNNPACK fusions of
+the compiled program and all its convolutions (inside those fusions or run by Eigen).
 """
 
 import functools
@@ -34,6 +36,8 @@ _LEVERS = flags.DEFINE_list("levers", [], "Lever names to run (default: all of t
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per variant per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Round-robin rounds.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
+_STACK = flags.DEFINE_string("stack", "1x1", "R x M stack of independent members (loop "
+                             "strategy), e.g. 4x2 for the compile time of a stacked program.")
 _JSON = flags.DEFINE_bool("json", False, "One JSON object per row instead of markdown.")
 
 _LIB = "LIBRARY_FUSION_TYPE_"
@@ -172,6 +176,10 @@ def _levers(model):
                            "xla_cpu_experimental_onednn_fusion_type":
                                _LIB + "INDIVIDUAL_CONVOLUTION"}, devices=1,
                   what="oneDNN flags (convolution fusion type)"),
+      "llvm_O1": d(options={"xla_backend_optimization_level": 1}, devices=1,
+                   what="LLVM optimisation level 1 for XLA's own kernels (compile-time lever)"),
+      "llvm_cheap": d(options={"xla_llvm_disable_expensive_passes": True}, devices=1,
+                      what="XLA's expensive LLVM passes off (compile-time lever)"),
       "concurrency_sched": d(options={"xla_cpu_scheduler_type":
                                       "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"}, devices=1,
                              what="concurrency-optimised HLO scheduler"),
@@ -181,7 +189,7 @@ def _levers(model):
 def _library_kinds(text):
   """Which runtimes the compiled program calls: counts of YNNPACK/oneDNN/XNNPACK fusions."""
   kinds = {k: text.count(f'"kind":"__{k}_fusion"') for k in ("ynn", "onednn", "xnn")}
-  kinds["eigen_conv"] = text.count(" convolution(")  # Outside any library fusion.
+  kinds["convs"] = text.count(" convolution(")  # Inside library fusions or run by Eigen.
   return kinds
 
 
@@ -195,7 +203,8 @@ def _build(model, lever):
   if "pool" in lever:
     layers.max_pool_2x2 = lever["pool"]
   try:
-    train_step, state, batch = common.build_case(model, 1, 1, "loop", _BATCH.value,
+    runs, members = (int(v) for v in _STACK.value.split("x"))
+    train_step, state, batch = common.build_case(model, runs, members, "loop", _BATCH.value,
                                                  lever["devices"])
     start = time.perf_counter()
     compiled = train_step.lower(state, batch, {}).compile(lever.get("options"))
@@ -230,23 +239,24 @@ def main(argv):
     base = statistics.median(times["current"]) if "current" in times else float("nan")
     for name, case in built.items():
       ms = 1e3 * statistics.median(times[name])
-      row = dict(model=model, lever=name, what=levers[name]["what"],
+      row = dict(model=model, stack=_STACK.value, lever=name, what=levers[name]["what"],
                  devices=levers[name]["devices"], step_ms=ms, ratio_to_current=ms / 1e3 / base,
                  compile_s=case[3], runtimes=case[4], steps=len(times[name]))
       rows.append(row)
       if _JSON.value:
         print(json.dumps(row), flush=True)
   if not _JSON.value:
-    print(f"jax {jax.__version__}, batch {_BATCH.value}, median of {_ROUNDS.value} rounds x "
+    print(f"jax {jax.__version__}, stack {_STACK.value}, batch {_BATCH.value} per run, median of "
+          f"{_ROUNDS.value} rounds x "
           f"{_STEPS.value} steps, round-robin")
     print("| model | lever | what | devices | step ms | / current | compile s | YNN / oneDNN / "
-          "XNN fusions, Eigen convs |")
+          "XNN fusions, convolutions |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
       k = r["runtimes"]
       print(f"| {r['model']} | {r['lever']} | {r['what']} | {r['devices']} | {r['step_ms']:.1f} "
             f"| {r['ratio_to_current']:.2f} | {r['compile_s']:.1f} | {k['ynn']} / {k['onednn']} "
-            f"/ {k['xnn']}, {k['eigen_conv']} |")
+            f"/ {k['xnn']}, {k['convs']} |")
 
 
 if __name__ == "__main__":
