@@ -110,6 +110,73 @@ def _chunk_major_weight_grad(lhs, g, rhs, chunk, strides, padding):
   return total.transpose(1, 2, 0, 3)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_train(x, scale, bias, epsilon):
+  """Training-mode BatchNorm over all but the last axis, with a closed-form gradient.
+
+  Forward as nn.BatchNorm (fast variance: E[x^2] - E[x]^2); backward in two reductions and one
+  elementwise pass: dx = scale * inv / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
+  Returns (y, mean, var); mean and var feed the running averages, not the loss.
+  """
+  mean, var = _bn_stats(x)
+  return (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias, mean, var
+
+
+def _bn_stats(x):
+  axes = tuple(range(x.ndim - 1))
+  mean = x.mean(axes)
+  return mean, jax.numpy.maximum(0.0, (x * x).mean(axes) - mean * mean)
+
+
+def _bn_fwd(x, scale, bias, epsilon):
+  mean, var = _bn_stats(x)
+  inv = lax.rsqrt(var + epsilon)
+  y = (x - mean) * (inv * scale) + bias
+  return (y, mean, var), (x, mean, inv, scale)
+
+
+def _bn_bwd(epsilon, res, cotangents):
+  del epsilon
+  x, mean, inv, scale = res
+  dy = cotangents[0]
+  axes = tuple(range(x.ndim - 1))
+  m = x.size // x.shape[-1]
+  xhat = (x - mean) * inv
+  dbias = dy.sum(axes)
+  dscale = (dy * xhat).sum(axes)
+  dx = (scale * inv / m) * (m * dy - dbias - xhat * dscale)
+  return dx, dscale, dbias
+
+
+_bn_train.defvjp(_bn_fwd, _bn_bwd)
+
+
+class _FusedBatchNorm(nn.Module):
+  """nn.BatchNorm's variables and values, with _bn_train's gradient in training."""
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    ra_mean = self.variable("batch_stats", "mean", lambda: jax.numpy.zeros((c,)))
+    ra_var = self.variable("batch_stats", "var", lambda: jax.numpy.ones((c,)))
+    if self.use_running_average:
+      return (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+    y, mean, var = _bn_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
+def _fused_batch_norm(train, name):
+  return _FusedBatchNorm(use_running_average=not train, name=name)
+
+
 def _flax_pool(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
 
@@ -163,6 +230,8 @@ def _levers(model):
                          devices=1, what="input gradient chunked like the weight gradient (16)"),
       "input_chunk32": d(conv=_variant_conv(input_grad_chunk=32, phase_input_grad=False),
                          devices=1, what="input gradient in 32-example chunks"),
+      "fused_bn": d(bn=_fused_batch_norm, devices=1,
+                    what="BatchNorm with a closed-form gradient (custom_vjp, 2 reductions)"),
       "2dev": d(devices=2, what="current, batch split over 2 devices"),
       "ynn_off": d(options={"xla_cpu_experimental_ynn_fusion_type": ""}, devices=1,
                    what="YNNPACK fusions off: every conv on Eigen"),
@@ -195,7 +264,9 @@ def _library_kinds(text):
 
 def _build(model, lever):
   """Compiles one variant: (compiled step, state, batch, compile s, library kinds)."""
-  saved = (layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2)
+  saved = (layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2, layers.batch_norm)
+  if "bn" in lever:
+    layers.batch_norm = lever["bn"]
   if "conv" in lever:
     layers.conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.conv_init,
                                     conv_general_dilated=lever["conv"])
@@ -210,7 +281,8 @@ def _build(model, lever):
     compiled = train_step.lower(state, batch, {}).compile(lever.get("options"))
     compile_s = time.perf_counter() - start
   finally:
-    layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2 = saved
+    (layers.conv, layers.cpu_conv_split_batch, layers.max_pool_2x2,
+     layers.batch_norm) = saved
   state, _ = compiled(state, batch, {})  # Warm-up.
   jax.block_until_ready(state)
   return compiled, state, batch, compile_s, _library_kinds(compiled.as_text())
