@@ -37,9 +37,10 @@ def build_case(model_name, runs, members, strategy, batch_size, num_devices=1):
   state = step_lib.init_state(model, tx, keys, run_rngs, jnp.zeros((1,) + shape), mesh)
   train_step = step_lib.make_train_step(model, method, tx, strategy)
   rng = np.random.default_rng(0)
+  rows = runs * method.streams_per_run  # A deep ensemble's members see independent batches.
   batch = jax.device_put(
-      (np.asarray(rng.normal(size=(runs, batch_size) + shape), np.float32),
-       np.asarray(rng.integers(0, 10, size=(runs, batch_size)), np.int32)),
+      (np.asarray(rng.normal(size=(rows, batch_size) + shape), np.float32),
+       np.asarray(rng.integers(0, 10, size=(rows, batch_size)), np.int32)),
       sharding.batch_sharding(mesh))
   return train_step, state, batch
 
