@@ -11,7 +11,6 @@ import numpy as np
 import optax
 
 from churn_jax import models
-from churn_jax.models import layers
 from churn_jax.models import registry
 from churn_jax.models import resnet_cifar
 
@@ -443,50 +442,6 @@ class MLPTrainingTest(absltest.TestCase):
     accuracy = float(jnp.mean(
         jnp.argmax(model.apply({'params': params}, x), -1) == labels))
     self.assertGreater(accuracy, 0.95)
-
-
-class ChunkedWeightGradConvTest(parameterized.TestCase):
-  """The CPU convolution has XLA's value and gradients, with the weight gradient chunked."""
-
-  @parameterized.named_parameters(
-      ('3x3_stride1', 32, (3, 3), (1, 1), ((1, 1), (1, 1))),
-      ('3x3_stride2', 32, (3, 3), (2, 2), ((1, 1), (1, 1))),
-      ('1x1_stride2_projection', 32, (1, 1), (2, 2), ((0, 0), (0, 0))),
-      ('batch_not_a_multiple_of_the_chunk', 20, (3, 3), (1, 1), 'SAME'),
-  )
-  def test_matches_lax_conv(self, batch, kernel, strides, padding):
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(batch, 8, 8, 3)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=kernel + (3, 5)), jnp.float32)
-    dn = ('NHWC', 'HWIO', 'NHWC')
-
-    def loss(conv, x, w):  # A non-linear loss: every output's cotangent differs.
-      y = conv(x, w, strides, padding, dimension_numbers=dn)
-      return jnp.sum(jnp.sin(y))
-
-    def value_and_grads(conv):
-      return jax.jit(jax.value_and_grad(functools.partial(loss, conv), argnums=(0, 1)))(x, w)
-
-    want = value_and_grads(jax.lax.conv_general_dilated)
-    got = value_and_grads(layers.chunked_weight_grad_conv)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
-    # The chunked path was taken where the batch divides: one weight-gradient conv per chunk.
-    hlo = jax.jit(jax.grad(functools.partial(loss, layers.chunked_weight_grad_conv),
-                           argnums=1)).lower(x, w).as_text()
-    chunks = batch // layers.WEIGHT_GRAD_CHUNK if batch % layers.WEIGHT_GRAD_CHUNK == 0 else 1
-    self.assertEqual(hlo.count('stablehlo.convolution'), 1 + chunks)
-
-  def test_under_vmap_over_stacked_members(self):
-    rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 32, 6, 6, 2)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(2, 3, 3, 2, 4)), jnp.float32)
-    def grads(conv):
-      loss = lambda x, w: jnp.sum(jnp.cos(conv(x, w, (1, 1), 'SAME', dimension_numbers=(
-          'NHWC', 'HWIO', 'NHWC'))))
-      return jax.jit(jax.vmap(jax.grad(loss, argnums=1)))(x, w)
-    np.testing.assert_allclose(grads(layers.chunked_weight_grad_conv),
-                               grads(jax.lax.conv_general_dilated), rtol=2e-5, atol=2e-4)
 
 
 if __name__ == '__main__':

@@ -149,7 +149,7 @@ class BEWideResNet(wrn.WideResNet):
     init = fast_weight_init(self.fast_weight_std)
     conv = functools.partial(BEConv, ensemble_size=self.ensemble_size, fast_init=init,
                              kernel_init=layers.conv_init,
-                             conv_general_dilated=layers.chunked_weight_grad_conv)
+                             conv_general_dilated=layers.cpu_conv)
     dense = functools.partial(BEDense, ensemble_size=self.ensemble_size, fast_init=init)
     return conv, dense
 

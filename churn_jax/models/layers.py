@@ -164,8 +164,6 @@ def make_cpu_conv(interleave_chunks: bool = False):
 cpu_conv = make_cpu_conv()
 # For models whose batch the trainer splits over one CPU device per core (LeNet5).
 cpu_conv_split_batch = make_cpu_conv(interleave_chunks=True)
-# The name the ResNets and BatchEnsemble used before the forward pass was changed too.
-chunked_weight_grad_conv = cpu_conv
 
 conv_init = nn.initializers.he_normal()  # "Kaiming" init, He et al. 2015/2016.
 # Convolutions are followed by BatchNorm, whose shift makes a bias redundant.
