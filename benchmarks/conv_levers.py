@@ -43,9 +43,12 @@ _JSON = flags.DEFINE_bool("json", False, "One JSON object per row instead of mar
 _LIB = "LIBRARY_FUSION_TYPE_"
 
 
-def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0, pad=True,
-                  scan=False, chunk_major=False, interleave=False, phase_input_grad=True):
+def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0, pad=None,
+                  scan=False, chunk_major=False, interleave=False, phase_input_grad=True,
+                  tap_wgrad=""):
   """A CPU convolution like layers.cpu_conv with its choices made explicit (always CPU)."""
+  pad = layers.PAD_FEW_CHANNELS if pad is None else pad  # None: this CPU's rule, as committed.
+
   def conv_fn(lhs, rhs, *args, **kwargs):
     conv = lambda l, r: lax.conv_general_dilated(l, r, *args, **kwargs)
     dn = kwargs.get("dimension_numbers")
@@ -69,7 +72,9 @@ def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0
       else:
         d_lhs = jax.vjp(lambda x: conv(x, rhs), lhs)[1](g)[0]
       c = weight_grad_chunk
-      if not c or n % c or n <= c:
+      if tap_wgrad and _plain(kwargs):
+        d_rhs = _tap_weight_grad(lhs, g, rhs, args[0], args[1], tap_wgrad == "im2col")
+      elif not c or n % c or n <= c:
         d_rhs = jax.vjp(lambda w: conv(lhs, w), rhs)[1](g)[0]
       elif chunk_major and all(d == 1 for k in ("lhs_dilation", "rhs_dilation")
                                for d in kwargs.get(k) or (1,)):
@@ -85,6 +90,34 @@ def _variant_conv(weight_grad_chunk=layers.WEIGHT_GRAD_CHUNK, input_grad_chunk=0
     f.defvjp(fwd, bwd)
     return f(lhs, rhs)
   return conv_fn
+
+
+def _plain(kwargs):
+  return all(d == 1 for k in ("lhs_dilation", "rhs_dilation") for d in kwargs.get(k) or (1,))
+
+
+def _tap_weight_grad(lhs, g, rhs, strides, padding, im2col):
+  """The weight gradient with no convolution: one dot per kernel tap (or one im2col dot).
+
+  dW[kh, kw, ci, co] = sum over (n, i, j) of x_pad[n, s*i + kh, s*j + kw, ci] * g[n, i, j, co]:
+  for each tap a (Ci, NHW) x (NHW, Co) product of a shifted slice of the padded input with the
+  cotangent, contracted over batch and space, so no (C, H, W, N) transpose is needed. `im2col`
+  concatenates the taps' slices along channels and runs one (9 Ci, NHW) x (NHW, Co) product.
+  """
+  n, h, w, cin = lhs.shape
+  _, ho, wo, cout = g.shape
+  kh, kw = rhs.shape[:2]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
+  x = jax.numpy.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  sh, sw = strides
+  tap = lambda a, b: x[:, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw]
+  dot = lambda a: lax.dot_general(a, g, (((0, 1, 2), (0, 1, 2)), ((), ())))
+  taps = [(a, b) for a in range(kh) for b in range(kw)]
+  if im2col:
+    cols = jax.numpy.concatenate([tap(a, b) for a, b in taps], axis=-1)
+    return dot(cols).reshape(kh, kw, cin, cout)
+  return jax.numpy.stack([dot(tap(a, b)) for a, b in taps]).reshape(kh, kw, cin, cout)
 
 
 def _chunk_major_weight_grad(lhs, g, rhs, chunk, strides, padding):
@@ -188,16 +221,23 @@ def _levers(model):
     old = d(conv=lax.conv_general_dilated, pool=_flax_pool)  # Session 3: nn.Conv, nn.max_pool.
     lenet = functools.partial(_variant_conv, interleave=True)  # As layers.cpu_conv_split_batch.
     return {
-        "current": d(devices=2, what="committed: padded forward, chunked weight grad "
-                     "(interleaved), reshape max pool; 2 devices (the trainer's)"),
+        "current": d(devices=2, what="committed: padded forward (where the CPU rule says), "
+                     "chunked weight grad (interleaved), reshape max pool; 2 devices (the "
+                     "trainer's)"),
         "current_1dev": d(devices=1, what="committed code on 1 device"),
         "session3_2dev": d(old, devices=2, what="session 3: XLA conv + nn.max_pool, 2 devices"),
         "session3_1dev": d(old, devices=1, what="session 3 code on 1 device"),
         "no_pad": d(conv=lenet(pad=False), devices=2,
                     what="current without the padded forward (Eigen runs the convs)"),
+        "pad": d(conv=lenet(pad=True), devices=2,
+                 what="current with the padded forward (YNNPACK runs the convs)"),
         "no_chunk": d(conv=lenet(weight_grad_chunk=0), devices=2,
                       what="current with XLA's weight gradient"),
         "flax_pool": d(pool=_flax_pool, devices=2, what="current with nn.max_pool"),
+        "tap_dots": d(conv=lenet(tap_wgrad="dots"), devices=2,
+                      what="weight gradient as one dot per kernel tap (no transposes)"),
+        "im2col_wgrad": d(conv=lenet(tap_wgrad="im2col"), devices=2,
+                          what="weight gradient as one im2col dot"),
         "chunk8": d(conv=lenet(weight_grad_chunk=8), devices=2,
                     what="weight gradient in 8-example chunks"),
         "contiguous": d(conv=_variant_conv(), devices=2,
@@ -207,7 +247,8 @@ def _levers(model):
     }
   return {
       "current": d(devices=1, what="committed: chunked weight grad (16), stride-2 input "
-                   "grads by phases, padded stem forward; 1 device (the trainer's)"),
+                   "grads by phases, padded stem forward (where the CPU rule says); 1 device "
+                   "(the trainer's)"),
       "xla_grads": d(conv=lax.conv_general_dilated, devices=1,
                      what="XLA's convolution and gradients (before session 3)"),
       "session3": d(conv=_variant_conv(pad=False, phase_input_grad=False), devices=1,
@@ -216,6 +257,8 @@ def _levers(model):
                     what="current with XLA's stride-2 input gradient"),
       "no_pad": d(conv=_variant_conv(pad=False), devices=1,
                   what="current without the padded stem forward"),
+      "pad": d(conv=_variant_conv(pad=True), devices=1,
+               what="current with the padded stem forward"),
       "chunk8": d(conv=_variant_conv(weight_grad_chunk=8), devices=1,
                   what="weight gradient in 8-example chunks"),
       "chunk32": d(conv=_variant_conv(weight_grad_chunk=32), devices=1,
@@ -224,6 +267,10 @@ def _levers(model):
                        what="interleaved weight-gradient chunks (as LeNet5)"),
       "chunk_major": d(conv=_variant_conv(chunk_major=True), devices=1,
                        what="chunked weight grad, operands transposed once, chunk-major"),
+      "tap_dots": d(conv=_variant_conv(tap_wgrad="dots"), devices=1,
+                    what="weight gradient as one dot per kernel tap (no transposes)"),
+      "im2col_wgrad": d(conv=_variant_conv(tap_wgrad="im2col"), devices=1,
+                        what="weight gradient as one im2col dot"),
       "scan16": d(conv=_variant_conv(scan=True), devices=1,
                   what="chunked weight grad as a lax.scan (compile-time lever)"),
       "input_chunk16": d(conv=_variant_conv(input_grad_chunk=16, phase_input_grad=False),

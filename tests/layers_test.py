@@ -2,6 +2,9 @@
 phase input gradient, and the reshape max pool, against lax and numpy."""
 
 import functools
+import os
+import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -26,6 +29,13 @@ def _value_and_grads(conv, strides, padding, x, w):
 
 
 class PaddedForwardTest(parameterized.TestCase):
+  """The padded path whatever this CPU's rule picks (PAD_FEW_CHANNELS is read at trace time)."""
+
+  def setUp(self):
+    super().setUp()
+    patcher = mock.patch.object(layers, 'PAD_FEW_CHANNELS', True)
+    patcher.start()
+    self.addCleanup(patcher.stop)
 
   @parameterized.named_parameters(
       ('lenet_conv1', 32, 3, 6, (5, 5), (1, 1), 'SAME'),
@@ -49,6 +59,42 @@ class PaddedForwardTest(parameterized.TestCase):
                    ).lower(x, w).as_text()
     kernel = f'tensor<3x3x{cin}x{layers.YNN_MIN_CHANNELS}xf32>'
     self.assertEqual(kernel in text, padded)
+
+  def test_rule_off_pads_nothing(self):
+    x, w = jnp.zeros((2, 8, 8, 3)), jnp.zeros((3, 3, 3, 6))
+    conv = lambda x, w: layers.cpu_conv(x, w, (1, 1), 'SAME', dimension_numbers=DN)
+    with mock.patch.object(layers, 'PAD_FEW_CHANNELS', False):
+      text = jax.jit(conv).lower(x, w).as_text()
+    self.assertNotIn(f'x{layers.YNN_MIN_CHANNELS}xf32>', text)
+    self.assertIn('tensor<3x3x3x6xf32>', text)
+
+
+class PadRuleTest(absltest.TestCase):
+  """Which CPUs get the padded forward: the measured AVX2 / AVX-512 split."""
+
+  def cpuinfo(self, flags):
+    path = os.path.join(tempfile.mkdtemp(), 'cpuinfo')
+    with open(path, 'w') as f:
+      f.write(f'processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\n'
+              f'processor\t: 1\nflags\t\t: {flags}\n')
+    return path
+
+  def test_reads_the_flags_line(self):
+    flags = layers.cpu_flags(self.cpuinfo('fpu sse2 avx2 fma avx512f avx512bw'))
+    self.assertEqual(flags, {'fpu', 'sse2', 'avx2', 'fma', 'avx512f', 'avx512bw'})
+
+  def test_avx2_pads_avx512_does_not(self):
+    self.assertTrue(layers.pad_pays(layers.cpu_flags(self.cpuinfo('sse2 avx2 fma'))))
+    self.assertFalse(layers.pad_pays(layers.cpu_flags(self.cpuinfo('avx2 fma avx512f'))))
+
+  def test_unreadable_cpuinfo_keeps_padding(self):
+    self.assertEqual(layers.cpu_flags('/nonexistent/cpuinfo'), frozenset())
+    self.assertTrue(layers.pad_pays(frozenset()))
+
+  def test_this_process_follows_the_rule(self):
+    with open('/proc/cpuinfo') as f:
+      avx512 = ' avx512f' in f.read()
+    self.assertEqual(layers.PAD_FEW_CHANNELS, not avx512)
 
   def test_under_vmap_over_stacked_members(self):
     rng = np.random.default_rng(1)

@@ -27,6 +27,33 @@ PAD_MAX_INPUT_CHANNELS = 8
 YNN_MIN_CHANNELS = 32
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
+  """The ISA flags of this host's CPU ("avx2", "avx512f", ...); empty where unreadable."""
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
+  except OSError:  # Not Linux: no flags, the rule below keeps its AVX2 choice.
+    pass
+  return frozenset()
+
+
+def pad_pays(flags: frozenset) -> bool:
+  """Whether the padded few-channel forward is faster than Eigen's on this CPU.
+
+  Measured on the LeNet5 step (benchmarks/conv_levers.py, no_pad against current): on an AVX2
+  AMD EPYC (Zen 3) YNNPACK's padded convolution won (no_pad 1.11x slower), on an AVX-512 AMD
+  EPYC (Zen 4) Eigen's AVX-512 kernels won (no_pad 0.78x, conv 1 alone 8.7 against 24.5 ms).
+  The CPU type already fixes the low bits of every result, so this adds no new dependence.
+  """
+  return "avx512f" not in flags
+
+
+# Decided once per process, on the host that traces the step (the CPU lowering only).
+PAD_FEW_CHANNELS = pad_pays(cpu_flags())
+
+
 def _chunked_weight_grad(conv, lhs, rhs, cotangent, chunk, interleave=False):
   """d(conv)/d(rhs) as the sum of the weight gradients of `chunk`-example slices.
 
@@ -122,7 +149,8 @@ def make_cpu_conv(interleave_chunks: bool = False):
   """lax.conv_general_dilated, computed faster on XLA:CPU (forward and both gradients).
 
   Forward: few-channel convolutions get zero output channels up to YNN_MIN_CHANNELS so that
-  YNNPACK runs them (LeNet5's first layer: 1.6x faster with 5x the arithmetic). Weight
+  YNNPACK runs them, on CPUs where that measured faster (PAD_FEW_CHANNELS: LeNet5's first
+  layer 1.6x faster with 5x the arithmetic on AVX2, slower than Eigen on AVX-512). Weight
   gradient: the sum over 16-example slices of the batch (the 32x32x16 ResNet layer: 21 ms
   against XLA's 84 ms, 2 cores); `interleave_chunks` for models whose batch is split over
   devices (_chunked_weight_grad). Input gradient of a stride-2 convolution: four stride-1
@@ -140,11 +168,13 @@ def make_cpu_conv(interleave_chunks: bool = False):
         return _phase_input_grad(lhs, rhs, cotangent, strides, padding)
       return jax.vjp(lambda x: conv(x, rhs), lhs)[1](cotangent)[0]
 
+    cpu_forward = conv
+    if PAD_FEW_CHANNELS:  # Read at trace time, so a test can set it.
+      cpu_forward = lambda l, r: _padded_forward(conv, l, r, dimension_numbers)
+
     @jax.custom_vjp
     def f(lhs, rhs):
-      return lax.platform_dependent(
-          lhs, rhs, cpu=lambda l, r: _padded_forward(conv, l, r, dimension_numbers),
-          default=conv)
+      return lax.platform_dependent(lhs, rhs, cpu=cpu_forward, default=conv)
 
     def fwd(lhs, rhs):
       return f(lhs, rhs), (lhs, rhs)
