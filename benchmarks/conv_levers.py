@@ -3,7 +3,7 @@
   python benchmarks/conv_levers.py                                # ResNet-20 and LeNet5
   python benchmarks/conv_levers.py --models=lenet5 --rounds=5 --json
   python benchmarks/conv_levers.py --levers=current,xla_grads     # a subset, by name
-  python benchmarks/conv_levers.py --models=resnet20 --stack=4x2 --levers=current,llvm_O1
+  python benchmarks/conv_levers.py --models=resnet20 --stack=4x2 --levers=current,llvm_O2
 
 Each lever is a variant of churn_jax's real single-model train step (common.py: batch 128,
 SGD with Nesterov momentum, method "baseline", strategy "loop"): a different convolution
@@ -292,8 +292,9 @@ def _levers(model):
                            "xla_cpu_experimental_onednn_fusion_type":
                                _LIB + "INDIVIDUAL_CONVOLUTION"}, devices=1,
                   what="oneDNN flags (convolution fusion type)"),
-      "llvm_O1": d(options={"xla_backend_optimization_level": 1}, devices=1,
-                   what="LLVM optimisation level 1 for XLA's own kernels (compile-time lever)"),
+      "llvm_O2": d(options={"xla_backend_optimization_level": 2}, devices=1,
+                   what="LLVM -O2 (XLA's default) instead of the trainer's -O1 "
+                   "(step.CPU_COMPILER_OPTIONS)"),
       "llvm_cheap": d(options={"xla_llvm_disable_expensive_passes": True}, devices=1,
                       what="XLA's expensive LLVM passes off (compile-time lever)"),
       "concurrency_sched": d(options={"xla_cpu_scheduler_type":

@@ -1,6 +1,6 @@
 """The stacked train state, the optimizer, and the one jitted update for the whole stack."""
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -106,9 +106,24 @@ def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range
   return jnp.stack(outs)
 
 
+# XLA:CPU compiles its own kernels (fusions, loops) with LLVM; at -O1 instead of the default
+# -O2 the ResNet-20 4x2 step compiled in 49 against 61 s (1x1: 17 against 30 s), stepped as
+# fast (0.95-1.06, a tie) and trained bitwise-equal parameters for LeNet5, ResNet-20 and the
+# MLP (docs/PERFORMANCE.md; tests/step_options_test.py). The library convolutions (YNNPACK,
+# Eigen) are precompiled and unaffected.
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def compiler_options(backend: Optional[str] = None) -> Optional[dict]:
+  """XLA options for the train step on `backend` (default: JAX's): CPU_COMPILER_OPTIONS on
+  CPU, none elsewhere (GPU and TPU compile with their own defaults)."""
+  backend = backend or jax.default_backend()
+  return dict(CPU_COMPILER_OPTIONS) if backend == "cpu" else None
+
+
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
-                    strategy: str, x_range=None,
-                    teacher_model=None) -> Callable[..., Tuple[TrainState, dict]]:
+                    strategy: str, x_range=None, teacher_model=None,
+                    options: Optional[dict] = None) -> Callable[..., Tuple[TrainState, dict]]:
   """One jitted, donated update of every run and member: (state, batch, teacher) -> state.
 
   The batch holds R * method.streams_per_run data streams (Method.member_data): one per run
@@ -121,6 +136,7 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   its logits (stale peers, teacher outputs, perturbed inputs) is computed here, outside the
   differentiated function, and passed to the loss as `extra`. `teacher_model` applies the
   teacher when it differs from the student's model (a BatchEnsemble student); default `model`.
+  `options`: XLA compiler options of the step; default `compiler_options()`, {} for none.
   """
   teacher_model = model if teacher_model is None else teacher_model
   streams = method.streams_per_run
@@ -170,7 +186,8 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
           lambda old, new: jnp.where(refresh, new, old), state.stale, variables_of(new_state)))
     return new_state, {"loss": run_losses, **metrics}
 
-  return jax.jit(train_step, donate_argnums=0)
+  options = compiler_options() if options is None else options
+  return jax.jit(train_step, donate_argnums=0, compiler_options=options or None)
 
 
 def make_predict(model: nn.Module, strategy: str):
