@@ -86,14 +86,15 @@ class ChildTest(absltest.TestCase):
     config.strategy = "vmap"
     ds = testing.tiny_dataset()
     method = methods.build("codistill", config.method_configs["codistill"], 4)
+    # The unsharded reference, trained once for both layouts.
+    single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
+    plain = train.train_method(config, ds, method, mesh=single)
     for shape in [(4, 2, 1), (1, 2, 4)]:  # (run, member) and (member, data) sharded.
       mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(shape), sharding.AXES)
       sharded = train.train_method(config, ds, method, mesh=mesh)
       leaf = jax.tree_util.tree_leaves(sharded.state.params)[0]
       # Each device holds its block of runs and members.
       self.assertEqual(leaf.sharding.shard_shape(leaf.shape)[:2], (4 // shape[0], 2 // shape[1]))
-      single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
-      plain = train.train_method(config, ds, method, mesh=single)
       chex.assert_trees_all_equal_shapes(sharded.state.params, plain.state.params)
       chex.assert_trees_all_close(sharded.state.params, plain.state.params, rtol=1e-4, atol=1e-5)
       chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
