@@ -231,6 +231,8 @@ def _levers(model):
                     what="current without the padded forward (Eigen runs the convs)"),
         "pad": d(conv=lenet(pad=True), devices=2,
                  what="current with the padded forward (YNNPACK runs the convs)"),
+        "no_pad_1dev": d(conv=lenet(pad=False), devices=1, what="no_pad on 1 device"),
+        "pad_1dev": d(conv=lenet(pad=True), devices=1, what="pad on 1 device"),
         "no_chunk": d(conv=lenet(weight_grad_chunk=0), devices=2,
                       what="current with XLA's weight gradient"),
         "flax_pool": d(pool=_flax_pool, devices=2, what="current with nn.max_pool"),
