@@ -20,7 +20,8 @@ from churn_jax import fileio, report
 
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
-                "checkpoint_every_steps", "checkpoints_to_keep", "eval_every_steps")
+                "checkpoint_every_steps", "checkpoints_to_keep", "eval_every_steps",
+                "compile_cache_dir")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from churn_jax import config_lib, data as data_lib, distributed
+from churn_jax import compile_cache, config_lib, data as data_lib, distributed
 from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
                        results_store, sharding, stack)
 from churn_jax import preemption, step as step_lib, validate, workdir_lock
@@ -261,6 +261,8 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
   # First: the CPU device count is fixed when JAX initialises, which validation triggers.
   host_devices.configure(host_devices.requested_count(config))
   validate.validate_config(config)
+  # Before the first compilation; a valid config only (nothing written for a bad one).
+  compile_cache.configure(config.get("compile_cache_dir", ""))
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)
   order = study_order(config, method_names(config))

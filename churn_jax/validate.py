@@ -8,7 +8,7 @@ import math
 
 import jax
 
-from churn_jax import config_lib, data, methods, models, sharding, stack
+from churn_jax import compile_cache, config_lib, data, methods, models, sharding, stack
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -119,6 +119,10 @@ def validate_config(config) -> None:
     _fail(f"unknown optimizer {config.optimizer.name!r}; known: adam, sgd")
   if config.get("checkpoint_every_steps", 0) < 0:
     _fail(f"checkpoint_every_steps must be >= 0, got {config.checkpoint_every_steps}")
+  try:
+    compile_cache.directory(config.get("compile_cache_dir", ""))
+  except ValueError as e:
+    _fail(str(e))
   if config.strategy not in stack.STRATEGIES:
     _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
   try:

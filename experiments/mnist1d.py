@@ -36,6 +36,7 @@ def get_config(arg=None):
   config.eval_batch_size = 4000
   config.strategy = "auto"  # vmap | loop | auto (measured per backend: docs/PERFORMANCE.md)
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
+  config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 200
   config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True

@@ -52,6 +52,7 @@ def get_config(arg=None):
   config.eval_batch_size = 2000
   config.strategy = "auto"
   config.cpu_devices = 0
+  config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 500
   config.progress = True
   config.checkpoint_every_steps = 0
