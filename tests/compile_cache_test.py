@@ -132,24 +132,35 @@ class RepairTest(absltest.TestCase):
 
 
 class StudyTest(absltest.TestCase):
-  """Three studies in fresh processes share one cache: fill it, load from it, survive damage."""
+  """Studies in fresh processes share one cache: fill it (two at once), load, survive damage."""
 
-  def _study(self, workdir, cache):
+  def _start(self, workdir, cache):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    proc = subprocess.run(
+    return workdir, subprocess.Popen(
         [sys.executable, "launch/main.py", "--config=experiments/mnist1d.py:quick",
          f"--workdir={workdir}", f"--config.compile_cache_dir={cache}",
          "--config.methods=baseline", "--config.num_runs=2", "--config.num_train_steps=20",
          "--config.progress=False"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+  def _finish(self, started):
+    workdir, proc = started
+    _, stderr = proc.communicate(timeout=600)
+    self.assertEqual(proc.returncode, 0, stderr[-2000:])
     with open(os.path.join(workdir, "results.json"), "rb") as f:
-      return f.read(), proc.stderr
+      return f.read(), stderr
+
+  def _study(self, workdir, cache):
+    return self._finish(self._start(workdir, cache))
 
   def test_second_study_loads_every_program_and_damage_is_repaired(self):
     root = _tempdir(self)
     cache = os.path.join(root, "cache")
-    first, _ = self._study(os.path.join(root, "w1"), cache)
+    # Two studies at once on the empty cache (a sweep run in parallel, two users of one home
+    # directory): both compile and write the same entries; neither may fail or differ.
+    racing = [self._start(os.path.join(root, w), cache) for w in ("w1", "w1b")]
+    (first, _), (other, _) = [self._finish(s) for s in racing]
+    self.assertEqual(other, first)
     (tagged,) = os.listdir(cache)
     path = os.path.join(cache, tagged)
     written = _entries(path)
