@@ -136,12 +136,14 @@ class StudyTest(absltest.TestCase):
 
   def _start(self, workdir, cache):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    return workdir, subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "launch/main.py", "--config=experiments/mnist1d.py:quick",
          f"--workdir={workdir}", f"--config.compile_cache_dir={cache}",
          "--config.methods=baseline", "--config.num_runs=2", "--config.num_train_steps=20",
          "--config.progress=False"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    self.addCleanup(proc.kill)  # A failed or timed-out assertion must not leave it running.
+    return workdir, proc
 
   def _finish(self, started):
     workdir, proc = started
