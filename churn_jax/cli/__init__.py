@@ -1,0 +1,1 @@
+"""The command line: `churn-jax` and the flag handling the launch scripts share."""

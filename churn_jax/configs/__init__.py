@@ -1,0 +1,1 @@
+"""Config building blocks shared by experiments/*.py: method entries, sweeps, paper recipes."""

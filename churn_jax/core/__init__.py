@@ -1,0 +1,1 @@
+"""Pure math: per-example losses and regularisers, step -> value schedules."""

@@ -1,0 +1,1 @@
+"""The stacked step: (run, member) stacks, the device mesh, the jitted train step."""

@@ -1,0 +1,1 @@
+"""The runtime: files (local or gs://), locks, checkpoints, signals, processes, the compile cache."""

@@ -1,0 +1,1 @@
+"""The study: config checks, training a method stack, sweeps, evaluation, the results store."""
