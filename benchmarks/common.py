@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from churn_jax import methods, models, sharding, step as step_lib
+from churn_jax import methods, models
+from churn_jax.engine import sharding, step as step_lib
 
 # Input shapes as used by the configs: MNIST-1D vectors, CIFAR-sized images.
 INPUT_SHAPES = {"mlp": (40,), "conv1d": (40,), "lenet5": (32, 32, 3),

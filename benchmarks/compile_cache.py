@@ -8,7 +8,7 @@ cache directory: compile, then write the entry) and "warm" (a new process on the
 "cold" filled: load instead of compiling). Reported: the first call of the train step
 (compile or load, plus one step), the process's whole wall time, and whether the parameters
 after three steps are bitwise equal across the three processes. The cache is churn_jax's
-(churn_jax/compile_cache.py), as `config.compile_cache_dir` sets it in a study.
+(churn_jax/runtime/compile_cache.py), as `config.compile_cache_dir` sets it in a study.
 """
 
 import hashlib
@@ -31,7 +31,7 @@ _CACHE = flags.DEFINE_string("cache", "", "Internal: the child's cache root ('' 
 def _child(case: str, cache: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from churn_jax import compile_cache, host_devices  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import compile_cache, host_devices  # pylint: disable=g-import-not-at-top
   import common  # pylint: disable=g-import-not-at-top  # benchmarks/common.py
   host_devices.configure(1)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # Cache every program.

@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 from jax import lax
 
-from churn_jax import host_devices
 from churn_jax.models import layers
+from churn_jax.runtime import host_devices
 import common  # benchmarks/common.py
 
 _MODELS = flags.DEFINE_list("models", ["resnet20", "lenet5"], "Models.")

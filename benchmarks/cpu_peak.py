@@ -23,7 +23,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from churn_jax import host_devices
+from churn_jax.runtime import host_devices
 import common  # benchmarks/common.py
 
 _MODELS = flags.DEFINE_list("models", ["resnet20"], "Models whose train step is measured.")

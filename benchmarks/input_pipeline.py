@@ -6,8 +6,8 @@
   python benchmarks/input_pipeline.py --config=experiments/mnist1d.py:quick --config.num_runs=2
 
 The stack of experiments/mnist1d.py (its R runs, the method's M members, the real MNIST-1D
-data and the real jitted step of churn_jax.step, set up by the trainer's own code) is
-trained for --steps steps fed in three ways, with the loop of churn_jax/train.py:
+data and the real jitted step of churn_jax.engine.step, set up by the trainer's own code) is
+trained for --steps steps fed in three ways, with the loop of churn_jax/study/train.py:
   staged: one batch put on device before timing and fed at every step (zero input cost);
   device: the trainer's pipeline, dataset.train_batches + distributed.prefetch_to_device
           (gather, transfer in groups of steps, split and wait in a background thread);
@@ -34,8 +34,11 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from churn_jax import config_lib, data as data_lib, distributed, methods, sharding
-from churn_jax import step as step_lib, train
+from churn_jax import data as data_lib, methods
+from churn_jax.configs import config_lib
+from churn_jax.engine import sharding, step as step_lib
+from churn_jax.runtime import distributed
+from churn_jax.study import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "experiments", "mnist1d.py"),

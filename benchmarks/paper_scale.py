@@ -14,7 +14,7 @@ no data, no parameters allocated), lowered and compiled for this CPU. It prints
   - bytes of parameters and optimizer state (the abstract TrainState) and the step's peak
     temporaries (XLA memory analysis of the one-device CPU compile);
   - per target (TPU v3-8, v4-8, v5e-8, one H100): the mesh make_mesh would choose
-    (churn_jax/sharding.py), whether state + temporaries fit one device's memory when split
+    (churn_jax/engine/sharding.py), whether state + temporaries fit one device's memory when split
     evenly over that mesh, the step time at 100% and 40% of peak FLOP/s, and the hours of
     the config's whole table (every method, its num_train_steps, one method after another).
 
@@ -41,8 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from churn_jax import methods, models, sharding, step as step_lib, train
+from churn_jax import methods, models
+from churn_jax.engine import sharding, step as step_lib
 from churn_jax.models import layers
+from churn_jax.study import train
 
 # The ResNets compute their weight gradient in 16-example chunks on CPU only, unrolled
 # (models/layers.py): at batch 1024 that is 64 gradient convolutions per layer, a program a

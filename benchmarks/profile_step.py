@@ -30,7 +30,7 @@ import time
 from absl import app, flags
 import jax
 
-from churn_jax import host_devices
+from churn_jax.runtime import host_devices
 import common  # benchmarks/common.py
 
 _MODEL = flags.DEFINE_string("model", "resnet20", "Model.")

@@ -5,13 +5,13 @@
   python benchmarks/stack_throughput.py --models=mlp,lenet5 --stacks=2x1,4x2 --steps=10
 
 For each model, stack R x M, execution strategy and number of devices, the real jitted train
-step of churn_jax.step (independent members, as in a deep ensemble) is timed after warm-up:
+step of churn_jax.engine.step (independent members, as in a deep ensemble) is timed after warm-up:
 the median of --steps steps, synchronised with block_until_ready. "separate" is R*M times the
 median step of the single-model program on one device (loop strategy, the plain jit a user
 would write), i.e. what training the same models one after another costs. The ratio
 stacked / separate is the number to push below 1. Everything runs in one process, which
 exposes --cpu_devices CPU devices (default: one per core); a case on N devices shards the
-batch over a ('data',) mesh of N of them, as the trainer does (churn_jax/host_devices.py).
+batch over a ('data',) mesh of N of them, as the trainer does (churn_jax/runtime/host_devices.py).
 """
 
 import json
@@ -19,7 +19,9 @@ import json
 from absl import app, flags
 import jax
 
-from churn_jax import host_devices, models, stack
+from churn_jax import models
+from churn_jax.engine import stack
+from churn_jax.runtime import host_devices
 import common  # benchmarks/common.py
 
 _MODELS = flags.DEFINE_list("models", ["mlp", "conv1d", "lenet5", "resnet20"], "Models.")

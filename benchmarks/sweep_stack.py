@@ -3,7 +3,7 @@
   python benchmarks/sweep_stack.py                          # MNIST-1D codistill, 4 betas x 5 runs
   python benchmarks/sweep_stack.py --steps=1000 --json      # shorter; one JSON object
 
-"stacked": churn_jax.sweeps.train_study trains the S x R runs of the sweep as one program.
+"stacked": churn_jax.study.sweeps.train_study trains the S x R runs of the sweep as one program.
 "sequential": S studies (train.train_and_evaluate), one per beta, one after another, as
 launch/sweep.py --mode=sequential runs them. Both are timed end to end from the config
 (data loading, compilation, training, prediction, metrics, results files), each in a fresh
@@ -25,8 +25,10 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from churn_jax import data as data_lib, host_devices, sweeps, train
-from churn_jax import step as step_lib
+from churn_jax import data as data_lib
+from churn_jax.engine import step as step_lib
+from churn_jax.runtime import host_devices
+from churn_jax.study import sweeps, train
 
 _CONFIG = flags.DEFINE_string("config", "experiments/mnist1d.py", "Experiment config file.")
 _BETAS = flags.DEFINE_list("betas", ["0.5", "1", "2", "3"], "Co-distillation betas (S).")

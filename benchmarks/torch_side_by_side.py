@@ -5,10 +5,10 @@
   python benchmarks/torch_side_by_side.py --json               # one JSON object per case
   python benchmarks/torch_side_by_side.py --models=mlp,lenet5 --steps=20 --threads=1
 
-JAX side: the real jitted train step of churn_jax.step for one model (method "baseline",
+JAX side: the real jitted train step of churn_jax.engine.step for one model (method "baseline",
 stack 1x1, strategy "loop", SGD with Nesterov momentum 0.9, lr 0.01), built by common.py as
 in stack_throughput.py, on one device and, for models the trainer splits over one CPU
-device per core (churn_jax/host_devices.py), also that way; timed after compilation and one
+device per core (churn_jax/runtime/host_devices.py), also that way; timed after compilation and one
 warm-up step, synchronised with block_until_ready. PyTorch side: the same architecture
 re-implemented layer for layer in torch.nn (equal parameter counts are checked), one eager
 step of forward, cross-entropy, backward and torch.optim.SGD(nesterov=True) in train mode,
@@ -29,7 +29,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from churn_jax import host_devices
+from churn_jax.runtime import host_devices
 import common  # benchmarks/common.py
 
 try:
@@ -93,7 +93,7 @@ def main(argv):
   rows = []
   for name in _MODELS.value:
     jax_s, jax_params = _jax_case(name, _BATCH.value, _STEPS.value, 1)
-    # What the trainer runs on CPU (churn_jax/host_devices.py): some models split the
+    # What the trainer runs on CPU (churn_jax/runtime/host_devices.py): some models split the
     # batch over one device per core.
     devices = host_devices.auto_count(name, _BATCH.value, len(jax.devices()))
     jax_auto_s = jax_s if devices == 1 else _jax_case(name, _BATCH.value, _STEPS.value,

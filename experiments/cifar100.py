@@ -13,7 +13,7 @@ common choice for CIFAR ResNets. Epochs become steps here: an epoch is
 floor(num_train / batch_size) steps (the trainer drops the last partial batch of an epoch).
 """
 
-from churn_jax import paper_recipes
+from churn_jax.configs import paper_recipes
 
 
 def get_config(arg=None):
@@ -21,5 +21,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """The paper's coefficient ranges (churn_jax/paper_recipes.py: paper_sweep)."""
+  """The paper's coefficient ranges (churn_jax/configs/paper_recipes.py: paper_sweep)."""
   return paper_recipes.paper_sweep()

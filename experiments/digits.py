@@ -6,7 +6,7 @@ Arguments: `quick` (a smoke run), `runs=N`, `model=mlp|lenet5`.
 
 import ml_collections
 
-from churn_jax import config_lib
+from churn_jax.configs import config_lib
 
 
 def get_config(arg=None):

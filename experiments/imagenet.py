@@ -12,7 +12,7 @@ epochs. L2 weight decay 1e-4 (the usual ResNet-50 value; the paper's number was 
 Evaluation on TFDS `validation` (the paper's test set), center crop 224 of a 256 resize.
 """
 
-from churn_jax import paper_recipes
+from churn_jax.configs import paper_recipes
 
 
 def get_config(arg=None):
@@ -20,5 +20,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """The paper's coefficient ranges (churn_jax/paper_recipes.py: paper_sweep)."""
+  """The paper's coefficient ranges (churn_jax/configs/paper_recipes.py: paper_sweep)."""
   return paper_recipes.paper_sweep()

@@ -14,7 +14,7 @@ paper's number was lost). Evaluation on TFDS `validation` (24,426 images; the pa
 set), center crop 224 of a 256 resize. Normalised with ImageNet's mean and std.
 """
 
-from churn_jax import paper_recipes
+from churn_jax.configs import paper_recipes
 
 
 def get_config(arg=None):
@@ -22,5 +22,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """The paper's coefficient ranges (churn_jax/paper_recipes.py: paper_sweep)."""
+  """The paper's coefficient ranges (churn_jax/configs/paper_recipes.py: paper_sweep)."""
   return paper_recipes.paper_sweep()

@@ -7,7 +7,7 @@ Arguments (after a colon): `quick` (a smoke run), `all` (every method of the see
 
 import ml_collections
 
-from churn_jax import config_lib
+from churn_jax.configs import config_lib
 
 
 def get_config(arg=None):
@@ -40,7 +40,7 @@ def get_config(arg=None):
   config.log_every_steps = 200
   config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True
-  config.checkpoint_every_steps = 1000  # Also saved at the end; resume: churn_jax/checkpoint.py.
+  config.checkpoint_every_steps = 1000  # Also saved at the end; resume: churn_jax/runtime/checkpoint.py.
   config.checkpoints_to_keep = 2
 
   if arg.quick:

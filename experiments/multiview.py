@@ -9,7 +9,7 @@ docs/MULTIVIEW.md (small init, power-law phase, few single-view training example
 
 import ml_collections
 
-from churn_jax import config_lib
+from churn_jax.configs import config_lib
 
 METHODS = "baseline,ensemble4,ens_distill,self_distill"
 

@@ -3,7 +3,7 @@
   python experiments/multiview_slices.py --config=experiments/multiview.py [--out=slices.json]
 
 Trains the config's methods (each two-stage method after its teacher) with
-churn_jax.train.train_method, takes every method's deployed test predictions (R, N, K) and
+churn_jax.study.train.train_method, takes every method's deployed test predictions (R, N, K) and
 reports, per slice: accuracy (mean ± std over runs), churn (mean ± std over run pairs) and,
 for the patch-wise net, the fraction of classes whose both views the deployed model learned.
 Each method is compared with the baseline: Welch's t-test on per-run accuracy and a
@@ -20,7 +20,10 @@ from ml_collections import config_flags
 import numpy as np
 from scipy import stats
 
-from churn_jax import data as data_lib, host_devices, methods, step as step_lib, train, validate
+from churn_jax import data as data_lib, methods
+from churn_jax.engine import step as step_lib
+from churn_jax.runtime import host_devices
+from churn_jax.study import train, validate
 
 FLAGS = flags.FLAGS
 

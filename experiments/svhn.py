@@ -13,7 +13,7 @@ x0.1 at epochs 50 and 75, 100 epochs, L2 weight decay 5e-4 (a small net on a sma
 dataset). Augmentation: 4-pixel pad and random crop, no flip (digits are not symmetric).
 """
 
-from churn_jax import paper_recipes
+from churn_jax.configs import paper_recipes
 
 
 def get_config(arg=None):
@@ -21,5 +21,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """The paper's coefficient ranges (churn_jax/paper_recipes.py: paper_sweep)."""
+  """The paper's coefficient ranges (churn_jax/configs/paper_recipes.py: paper_sweep)."""
   return paper_recipes.paper_sweep()

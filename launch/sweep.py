@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Tuple
 
 from absl import app, flags, logging
 
-from churn_jax import preemption, workdir_lock
+from churn_jax.runtime import preemption, workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -139,7 +139,8 @@ def tpu_command(config_spec: str, workdir: str, name: str, overrides: Dict[str, 
 
 def is_done(config, workdir: str) -> bool:
   """True if `workdir`/results.json holds every method of `config`, from this same config."""
-  from churn_jax import fileio, results_store  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import results_store
   path = os.path.join(workdir, "results.json")  # gs:// workdirs too (fileio is epath).
   if not fileio.exists(path):
     return False
@@ -168,9 +169,9 @@ def machine() -> str:
 
 def run_stacked(config, entries) -> int:
   """Trains every sweep point as part of its method's stack, then writes the protocol."""
-  from churn_jax import distributed  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()
-  from churn_jax import sweeps  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import sweeps  # pylint: disable=g-import-not-at-top
   from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   try:
@@ -193,7 +194,7 @@ def run_stacked(config, entries) -> int:
             f"Wall time of this invocation (training reused entries is skipped): "
             f"{seconds:.0f} s on {machine()}.\n")
   paths = tables.write_protocol(FLAGS.workdir, results, header, FLAGS.bootstrap_samples)
-  from churn_jax import fileio  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
   print(fileio.read_text(paths[0]), flush=True)
   print(f"wall time {seconds:.1f} s; wrote {', '.join(paths)}", flush=True)
   if results["failed"]:
@@ -221,9 +222,10 @@ def main(argv):
       print(tpu_command(FLAGS.config, FLAGS.workdir, name, overrides))
     return
 
-  from churn_jax import distributed  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()  # Before anything touches a JAX backend.
-  from churn_jax import report, train  # pylint: disable=g-import-not-at-top
+  from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import train
   logging.set_verbosity(logging.INFO)
   failed = []
   for i, (name, overrides) in enumerate(entries):
@@ -245,7 +247,7 @@ def main(argv):
       print(f"error: sweep entry {name}: {e}", file=sys.stderr)
       failed.append(name)
       continue
-    print(f"== {name}\n{report.format_table(results)}", flush=True)
+    print(f"== {name}\n{results_files.format_table(results)}", flush=True)
   if failed:
     print(f"error: {len(failed)} sweep entries failed: {', '.join(failed)}", file=sys.stderr)
     sys.exit(1)

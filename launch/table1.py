@@ -30,11 +30,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from churn_jax.protocol import table1  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
   if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
     os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
   import jax  # pylint: disable=g-import-not-at-top
-  from churn_jax import report  # pylint: disable=g-import-not-at-top
+  from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import sweep  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
@@ -53,8 +53,8 @@ def main(argv):
           f"Wall time {seconds:.0f} s on {sweep.machine()}; backend {jax.default_backend()}, "
           f"XLA deterministic ops {'on' if table1.deterministic_ops_enabled() else 'off'}.\n\n"
           + table1.markdown(rows))
-  report.atomic_write(os.path.join(_WORKDIR.value, "table1.md"), text)
-  report.atomic_write(os.path.join(_WORKDIR.value, "table1.csv"), table1.csv_text(rows))
+  results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.md"), text)
+  results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.csv"), table1.csv_text(rows))
   print(text)
 
 

@@ -14,7 +14,7 @@
 # from its checkpoints (it refuses while a run is alive). Where things go:
 #   datasets:  gs://$BUCKET/tensorflow_datasets, read through a read-only gcsfuse mount
 #   results:   the --workdir itself; a gs:// workdir is passed as is (orbax and
-#              churn_jax.fileio write to gs:// directly: no gcsfuse renames)
+#              churn_jax.runtime.fileio write to gs:// directly: no gcsfuse renames)
 #   logs:      gs://$BUCKET/churn_logs/$TPU_NAME/<host>.log, copied every LOG_SYNC_SECONDS
 #              while the run goes on, and <host>.exit (the exit status) when it ends
 set -euo pipefail

@@ -7,7 +7,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from churn_jax import config_lib
+from churn_jax.configs import config_lib
 from churn_jax.data import Dataset
 
 

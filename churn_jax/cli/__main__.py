@@ -1,5 +1,5 @@
-"""`python -m churn_jax.outputs ...` is the `churn-jax` command (churn_jax/outputs/cli.py)."""
+"""`python -m churn_jax.cli ...` is the `churn-jax` command (churn_jax/cli/command.py)."""
 
-from churn_jax.outputs import cli
+from churn_jax.cli import command as cli
 
 cli.entry_point()

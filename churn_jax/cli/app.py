@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
-from churn_jax import preemption, workdir_lock  # Light: jax is imported after parsing.
+from churn_jax.runtime import preemption, workdir_lock  # Light: jax is imported after parsing.
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,7 +43,7 @@ _COMMON_KEYS = (
 
 
 def _experiments_dir() -> Optional[str]:
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   path = os.path.join(here, "experiments")
   return path if os.path.isdir(path) else None
 
@@ -198,7 +198,9 @@ def _quiet_orbax() -> None:
 def main(config, workdir: str) -> int:
   """Runs the study; returns the exit code. Errors are one line on stderr."""
   # Heavy imports after parsing, so a bad command line fails in a fraction of a second.
-  from churn_jax import distributed, report, train  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+  from churn_jax.outputs import results_files
+  from churn_jax.study import train
   import jax  # pylint: disable=g-import-not-at-top
   try:
     workdir_lock.check_workdir(workdir)
@@ -219,7 +221,7 @@ def main(config, workdir: str) -> int:
   except jax.errors.JaxRuntimeError as e:  # A peer process died, or a device failed.
     print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
     os._exit(1)  # Exit handlers would wait for the lost peer at jax's shutdown barrier.
-  print(report.format_table(results))
+  print(results_files.format_table(results))
   print(f"results written to {workdir.rstrip('/')}/results.{{json,csv,md}}")
   return 0
 

@@ -27,9 +27,9 @@ def _fail(message: str) -> int:
 
 
 def train(argv: Sequence[str]) -> int:
-  """Runs a study: churn_jax.app.run when present, else the launcher's absl flags and main."""
+  """Runs a study: churn_jax.cli.app.run when present, else the launcher's absl flags and main."""
   try:
-    from churn_jax import app  # pylint: disable=import-outside-toplevel
+    from churn_jax.cli import app  # pylint: disable=import-outside-toplevel
   except ImportError:
     app = None
   if app is not None:
@@ -42,7 +42,9 @@ def _train_with_absl(argv) -> int:
   import logging as std_logging
   from absl import app as absl_app, flags, logging
   from ml_collections import config_flags
-  from churn_jax import distributed, report, train as train_lib
+  from churn_jax.runtime import distributed
+  from churn_jax.outputs import results_files
+  from churn_jax.study import train as train_lib
 
   config = config_flags.DEFINE_config_file(
       "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
@@ -62,7 +64,7 @@ def _train_with_absl(argv) -> int:
     except (ValueError, FloatingPointError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
-    print(report.format_table(results))
+    print(results_files.format_table(results))
     print(f"results written to {workdir.value}/results.{{json,csv,md,tex}}, plots in "
           f"{workdir.value}/plots, predictions in {workdir.value}/predictions")
 
@@ -112,7 +114,7 @@ def compare(argv: Sequence[str]) -> int:
 
 
 def report(argv: Sequence[str]) -> int:
-  from churn_jax.outputs import report as report_lib
+  from churn_jax.study import regenerate
   parser = _Parser(prog="churn-jax report",
                    description="Rewrite results.{md,csv,tex}, differences.{md,csv} and "
                    "plots/ of a study workdir from its saved predictions (checked against "
@@ -123,7 +125,7 @@ def report(argv: Sequence[str]) -> int:
                       "(e.g. anti_distill against ensemble2).")
   args = parser.parse_args(argv)
   try:
-    written, warnings = report_lib.regenerate(
+    written, warnings = regenerate.regenerate(
         args.workdir, against=[a for a in args.against.split(",") if a])
   except ValueError as e:
     return _fail(str(e))

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from churn_jax import config_lib
+from churn_jax.configs import config_lib
 from churn_jax.data import tfds_source
 
 _RESNET8 = dict(name="resnet_cifar", depth=8)  # The `runlocal` model of the ResNet recipes.
@@ -82,7 +82,7 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
   config.log_every_steps = 100
   config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True
-  # Also saved at the end; resume: churn_jax/checkpoint.py.
+  # Also saved at the end; resume: churn_jax/runtime/checkpoint.py.
   config.checkpoint_every_steps = checkpoint_every_steps
   config.checkpoints_to_keep = 2
 

@@ -12,7 +12,7 @@ import optax
 
 def _value(value):
   """A coefficient in float32: a number, or a traced per-run value of a sweep inside the stack
-  (churn_jax/sweeps.py), kept as it is. Numbers become numpy float32 (no device needed at
+  (churn_jax/study/sweeps.py), kept as it is. Numbers become numpy float32 (no device needed at
   build time), so arithmetic on a coefficient rounds the same whether it is a number or
   traced, and a point of a stacked sweep computes what the same number computes alone."""
   return np.float32(value) if isinstance(value, (int, float, np.number)) else value

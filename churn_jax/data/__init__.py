@@ -4,11 +4,12 @@ Nothing here downloads: MNIST-1D is generated locally, digits ships with
 scikit-learn, and anything else is read from a user-supplied .npz file.
 """
 
-from churn_jax.data.dataset import Dataset, build_dataset, validate_arrays
+from churn_jax.data.dataset import build_dataset, Dataset, validate_arrays
 from churn_jax.data.digits import load_digits
 from churn_jax.data.mnist1d import load_mnist1d
 from churn_jax.data.npz import load_npz
-from churn_jax.data.ordering import RunBatches, prefetch
+from churn_jax.data.ordering import RunBatches
+from churn_jax.runtime.prefetch import prefetch
 
 DATASET_NAMES = ("digits", "mnist1d", "multiview", "npz")
 # Read with tfds.data_source from a prepared data_dir (churn_jax/data/tfds_source.py).

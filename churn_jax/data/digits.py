@@ -1,6 +1,6 @@
 """scikit-learn's 8x8 digits: a small image task that ships with sklearn."""
 
-from churn_jax.data.dataset import Dataset, arrays_sha256, build_dataset
+from churn_jax.data.dataset import arrays_sha256, build_dataset, Dataset
 
 NUM_CLASSES = 10
 # Pixel values in sklearn's digits are counts in 0..16.

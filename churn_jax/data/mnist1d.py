@@ -13,7 +13,7 @@ from typing import Optional
 from absl import logging
 import numpy as np
 
-from churn_jax.data.dataset import Dataset, arrays_sha256, build_dataset
+from churn_jax.data.dataset import arrays_sha256, build_dataset, Dataset
 
 NUM_CLASSES = 10
 # Bump when the generation or the cache layout changes, so stale caches are

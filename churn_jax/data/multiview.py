@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from churn_jax.data.dataset import Dataset, build_dataset
+from churn_jax.data.dataset import build_dataset, Dataset
 
 NUM_VIEWS = 2  # Views per class, as in the paper.
 

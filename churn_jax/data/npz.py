@@ -6,8 +6,8 @@ import zipfile
 
 import numpy as np
 
-from churn_jax import fileio
-from churn_jax.data.dataset import Dataset, build_dataset
+from churn_jax.data.dataset import build_dataset, Dataset
+from churn_jax.runtime import fileio
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 

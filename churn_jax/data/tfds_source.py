@@ -24,9 +24,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from churn_jax import distributed
 from churn_jax.data import augment
 from churn_jax.data.ordering import RunBatches
+from churn_jax.runtime import distributed
 
 _AUG = 0x617567  # Separates the augmentation stream from the shuffling stream of a seed.
 _READ_CHUNK = 256  # Records per read call when loading a split into memory.

@@ -7,7 +7,7 @@ choice (`strategy`):
           vmapped convolution becomes a grouped convolution that measured ~5x slower than
           running the members in sequence (ResNet-20 x 2; docs/PERFORMANCE.md).
   "auto": "loop" for convolutional models on CPU, "vmap" otherwise.
-Both strategies compute the same function; tests/stack_test.py checks it.
+Both strategies compute the same function; tests/engine/stack_test.py checks it.
 """
 
 from typing import Any, Optional, Tuple

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from churn_jax import schedules, sharding, stack
+from churn_jax.core import schedules
+from churn_jax.engine import sharding, stack
 from churn_jax.methods import Method
 
 
@@ -109,7 +110,7 @@ def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range
 # XLA:CPU compiles its own kernels (fusions, loops) with LLVM; at -O1 instead of the default
 # -O2 the ResNet-20 1x1 step compiled in 6.5-7.6 against 9.0-9.3 s (idle AMD Zen 4), stepped
 # as fast (0.95-1.06, a tie) and trained bitwise-equal parameters for LeNet5, ResNet-20 and
-# the MLP (docs/PERFORMANCE.md; tests/step_options_test.py). The library convolutions (YNNPACK,
+# the MLP (docs/PERFORMANCE.md; tests/engine/step_options_test.py). The library convolutions (YNNPACK,
 # Eigen) are precompiled and unaffected.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 

@@ -1,7 +1,7 @@
 """Method registry: a config entry's `kind` names the module that builds the Method."""
 
-from churn_jax.methods import anti_distill, baseline, codistill, distill, ensemble, mutual, regularized
-from churn_jax.methods import be_distill
+from churn_jax.methods import (anti_distill, baseline, be_distill, codistill, distill, ensemble,
+                               mutual, regularized)
 from churn_jax.methods.base import Method
 
 _BUILDERS = {

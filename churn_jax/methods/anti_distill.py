@@ -21,7 +21,7 @@ import itertools
 
 import jax
 
-from churn_jax import losses, schedules
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base
 
 _OUTPUTS = {"probs": jax.nn.softmax, "logits": lambda z: z}

@@ -1,6 +1,6 @@
 """Baseline: one model per run trained with cross-entropy."""
 
-from churn_jax import losses
+from churn_jax.core import losses
 from churn_jax.methods import base
 
 

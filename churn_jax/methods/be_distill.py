@@ -26,7 +26,8 @@ temperature, perturbation (+ its keys, see distill.py), init_salt.
 import jax
 import jax.numpy as jnp
 
-from churn_jax import losses, models, schedules
+from churn_jax import models
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base, distill
 
 

@@ -21,7 +21,7 @@ updates (stop-gradient peers, Anil et al. 2018) is kind "codistill_ce" in method
 
 import itertools
 
-from churn_jax import losses, schedules
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base, regularized
 
 

@@ -24,7 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from churn_jax import losses, schedules
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base, perturb
 
 PERTURBATIONS = ("none", "ods", "ods_confidence", "gaussian")

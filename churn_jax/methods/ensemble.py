@@ -14,7 +14,7 @@ members' probabilities; training and inference cost M models.
 cfg keys: num_members (default 2), member_data ("independent" (default) | "shared").
 """
 
-from churn_jax import losses
+from churn_jax.core import losses
 from churn_jax.methods import base
 
 

@@ -29,7 +29,7 @@ cfg keys: num_members (default 2), beta (number or schedule; default 1.0).
 import jax
 import jax.numpy as jnp
 
-from churn_jax import losses, schedules
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base
 
 

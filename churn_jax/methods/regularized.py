@@ -13,7 +13,7 @@ the full regulariser.
 
 import functools
 
-from churn_jax import losses, schedules
+from churn_jax.core import losses, schedules
 from churn_jax.methods import base
 
 # kind -> (full regulariser, its top-k version, sign in the objective, metric name). The metric

@@ -7,17 +7,12 @@ Every model is called as ``model.apply(variables, x, train=...)``; models
 with BatchNorm keep running statistics in the 'batch_stats' collection.
 """
 
-from churn_jax.models.batchensemble import BEMLP
-from churn_jax.models.batchensemble import BEWideResNet
+from churn_jax.models.batchensemble import BEMLP, BEWideResNet
 from churn_jax.models.conv1d import Conv1DNet
 from churn_jax.models.lenet import LeNet5
 from churn_jax.models.mlp import MLP
-from churn_jax.models.registry import batch_ensemble_variant
-from churn_jax.models.registry import get_model
-from churn_jax.models.registry import has_batch_norm
-from churn_jax.models.registry import MODEL_NAMES
-from churn_jax.models.registry import splits_batch_on_cpu
-from churn_jax.models.registry import uses_convolutions
+from churn_jax.models.registry import (batch_ensemble_variant, get_model, has_batch_norm,
+                                       MODEL_NAMES, splits_batch_on_cpu, uses_convolutions)
 from churn_jax.models.resnet_cifar import ResNetCIFAR
 from churn_jax.models.resnet_v2 import ResNetV2
 from churn_jax.models.wrn import WideResNet

@@ -16,7 +16,7 @@ probabilities (`Method.deployed_probs` with `model_ensemble_size` = E).
 Fast weights start at N(1, 0.5^2) (Nam et al.'s BE-4 config), member biases at 0. Convolutions
 before a BatchNorm have no bias (as in the plain nets); the classifier has per-member biases.
 With r = s = 1 and equal member biases a BE model computes its shared model for every member
-(tests/be_test.py).
+(tests/methods/be_test.py).
 """
 
 import functools

@@ -21,7 +21,7 @@ class _Spec(NamedTuple):
   convolutional: bool
   batch_norm: bool
   # Measured on CPU: the step runs faster with its batch split over one host device per
-  # core than on one device using all cores (churn_jax/host_devices.py).
+  # core than on one device using all cores (churn_jax/runtime/host_devices.py).
   split_batch_on_cpu: bool
   # The registered BatchEnsemble variant of this model (same kwargs plus ensemble_size).
   batch_ensemble: Optional[str] = None

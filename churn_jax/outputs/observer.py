@@ -14,7 +14,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from churn_jax import metrics, schedules
+from churn_jax import metrics
+from churn_jax.core import schedules
 from churn_jax.outputs import tables, tensorboard
 
 CURVES_DIRNAME = "curves"

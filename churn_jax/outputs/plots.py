@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from churn_jax import report
+from churn_jax.outputs import results_files
 
 
 def _pyplot():
@@ -49,14 +49,14 @@ def _write_csv(path: str, header: Sequence[str], rows) -> None:
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(header)
   writer.writerows(rows)
-  report.atomic_write(path, buf.getvalue())
+  results_files.atomic_write(path, buf.getvalue())
 
 
 def _save(fig, png_path: str) -> None:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   _pyplot().close(fig)
-  report.atomic_write(png_path, buf.getvalue())
+  results_files.atomic_write(png_path, buf.getvalue())
 
 
 def _csv_path(png_path: str) -> str:

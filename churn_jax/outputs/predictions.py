@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from churn_jax import report
+from churn_jax.outputs import results_files
 
 DIRNAME = "predictions"
 
@@ -73,7 +73,7 @@ def save(workdir: str, method: str, deployed: np.ndarray, member_probs: Optional
                      f"{labels.shape} do not match deployed {deployed.shape}")
   data = npz_bytes(arrays)
   rel = relative_path(method)
-  report.atomic_write(os.path.join(workdir, rel), data)
+  results_files.atomic_write(os.path.join(workdir, rel), data)
   return {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
 
 

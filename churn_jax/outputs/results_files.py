@@ -1,9 +1,9 @@
 """Results files: results.json (everything), results.csv, results.md and results.tex (tables).
 
-Every file is written atomically (churn_jax.fileio: temporary file in the same directory, then
+Every file is written atomically (churn_jax.runtime.fileio: temporary file in the same directory, then
 os.replace; one upload on gs://), so an interrupted study never leaves a half-written result.
 The table formats live in
-churn_jax/outputs/tables.py; `churn-jax report WORKDIR` (churn_jax/outputs/report.py)
+churn_jax/outputs/tables.py; `churn-jax report WORKDIR` (churn_jax/study/regenerate.py)
 rewrites them and the plots from the saved predictions.
 """
 
@@ -11,14 +11,14 @@ import json
 import os
 from typing import Any, Dict
 
-from churn_jax import fileio
 from churn_jax.outputs import tables
+from churn_jax.runtime import fileio
 
 COLUMNS = tables.COLUMNS
 
 
 def atomic_write(path: str, data) -> None:
-  """Writes text or bytes atomically, local or gs:// (churn_jax.fileio.atomic_write)."""
+  """Writes text or bytes atomically, local or gs:// (churn_jax.runtime.fileio.atomic_write)."""
   fileio.atomic_write(path, data)
 
 

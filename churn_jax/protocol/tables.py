@@ -18,7 +18,7 @@ import io
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from churn_jax import report
+from churn_jax.outputs import results_files
 from churn_jax.protocol import stats
 
 # (title, key, percent): the metrics of the coefficient table. Rates in percent; SChurn,
@@ -227,17 +227,17 @@ def write_protocol(workdir: str, results: Dict[str, Any], header: str = "",
     stem = os.path.join(workdir, f"protocol_table2_{selection}")
     for ext, body in (("md", summary_markdown(rows)), ("csv", summary_csv(rows)),
                       ("tex", summary_latex(rows, f"selected on {selection} churn"))):
-      report.atomic_write(f"{stem}.{ext}", body)
+      results_files.atomic_write(f"{stem}.{ext}", body)
       paths.append(f"{stem}.{ext}")
     text += [f"\n## Table 2, coefficient selected on {selection} churn\n",
              "Δ = method − baseline in percentage points; [95% bootstrap interval over runs]; "
              "held = the interval excludes 0 on the better side, reversed = on the worse side, "
              "cannot tell = it contains 0.\n", summary_markdown(rows)]
-  report.atomic_write(os.path.join(workdir, "protocol_curves.csv"), curves_csv(results))
+  results_files.atomic_write(os.path.join(workdir, "protocol_curves.csv"), curves_csv(results))
   paths.append(os.path.join(workdir, "protocol_curves.csv"))
   png = plot_curves(results, os.path.join(workdir, "protocol_curves.png"))
   if png:
     paths.append(png)
     text.append("\n![churn, accuracy and entropy against the coefficient](protocol_curves.png)\n")
-  report.atomic_write(os.path.join(workdir, "protocol.md"), "\n".join(text))
+  results_files.atomic_write(os.path.join(workdir, "protocol.md"), "\n".join(text))
   return [os.path.join(workdir, "protocol.md")] + paths

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from churn_jax import fileio
+from churn_jax.runtime import fileio
 
 _ALGORITHM = "u32-weighted-sums-v1"
 

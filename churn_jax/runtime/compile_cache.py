@@ -3,7 +3,7 @@
 A ResNet step takes 10-75 s to compile on CPU (docs/PERFORMANCE.md); JAX's persistent cache
 stores each compiled executable on disk and a later process loads it instead of compiling.
 The loaded executable is the one compiled before, so results are bitwise those of a fresh
-compile (tests/compile_cache_test.py).
+compile (tests/runtime/compile_cache_test.py).
 
 `config.compile_cache_dir`: "auto" (the user's cache directory), a path (local or gs://), or
 "" (off). churn_jax adds two things to JAX's cache:
@@ -28,7 +28,7 @@ import jax
 import jaxlib
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
-from churn_jax import fileio
+from churn_jax.runtime import fileio
 
 AUTO = "auto"
 _MANIFEST = "churn_jax_verified.json"

@@ -25,13 +25,13 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from churn_jax.data import ordering
+from churn_jax.runtime import prefetch as prefetch_lib
 
 # Debugging overrides (normally jax.distributed.initialize() detects the cluster itself):
 #   CHURN_JAX_DISTRIBUTED=0 skips initialisation (one host of a slice on its own), =1 forces
 #   it (jax's cluster detection must then succeed);
 #   CHURN_JAX_COORDINATOR=host:port with CHURN_JAX_NUM_PROCESSES and CHURN_JAX_PROCESS_ID
-#   start a cluster by hand (several processes on one machine, as tests/multihost_test.py).
+#   start a cluster by hand (several processes on one machine, as tests/runtime/multihost_test.py).
 #   CHURN_JAX_HEARTBEAT_TIMEOUT: seconds after which a silent peer fails the others (jax's
 #   default is 100).
 _FORCE_ENV = "CHURN_JAX_DISTRIBUTED"
@@ -209,7 +209,7 @@ def prefetch_to_device(local_batches: Iterable, sharding: jax.sharding.NamedShar
                        group_steps: int = 16, group_bytes: int = 4 << 20) -> Iterator:
   """Yields `global_batch` of each host batch, made ready on device ahead by a thread.
 
-  A background thread (`ordering.prefetch`) collects consecutive host batches into groups
+  A background thread (`runtime.prefetch.prefetch`) collects consecutive host batches into groups
   of `group_steps` steps (fewer when a batch is large: at most `group_bytes` a group),
   stacks each group, transfers it with one `global_batch` call, splits it into per-step
   arrays laid out as `sharding` with one jitted slicing program, and waits until they are on
@@ -250,7 +250,7 @@ def prefetch_to_device(local_batches: Iterable, sharding: jax.sharding.NamedShar
       nbytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(group[0]))
       steps = max(1, min(group_steps, group_bytes // max(nbytes, 1)))
 
-  return _flatten(ordering.prefetch(groups(), size))
+  return _flatten(prefetch_lib.prefetch(groups(), size))
 
 
 @functools.lru_cache(maxsize=16)

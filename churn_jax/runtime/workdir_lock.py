@@ -18,7 +18,7 @@ import os
 import socket
 from typing import Iterator, Optional
 
-from churn_jax import fileio
+from churn_jax.runtime import fileio
 
 LOCK_NAME = ".lock"
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from churn_jax import evaluate, report
-from churn_jax.outputs import observer, plots, predictions, tables
+from churn_jax.outputs import observer, plots, predictions, results_files, tables
 from churn_jax.protocol import tables as protocol_tables
+from churn_jax.study import evaluate
 
 PLOTS_DIRNAME = "plots"
 DIFFERENCES_STEM = "differences"
@@ -145,7 +145,7 @@ def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 
   paths = []
   for ext, body in (("md", text), ("csv", protocol_tables.summary_csv(rows))):
     path = os.path.join(workdir, f"{stem}.{ext}")
-    report.atomic_write(path, body)
+    results_files.atomic_write(path, body)
     paths.append(path)
   return paths
 
@@ -202,7 +202,7 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
   for ext, fmt in (("md", tables.format_markdown), ("csv", tables.format_csv),
                    ("tex", tables.format_latex)):
     path = os.path.join(workdir, f"results.{ext}")
-    report.atomic_write(path, fmt(fresh))
+    results_files.atomic_write(path, fmt(fresh))
     written.append(path)
   written += write_differences(workdir, fresh)
   if any("sweep" in e for e in fresh["methods"].values()):

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 
-from churn_jax import fileio, report
+from churn_jax.outputs import results_files
+from churn_jax.runtime import fileio
 
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
@@ -142,7 +143,7 @@ class ResultsStore:
     self.results = self._load_and_check()
     if jax.process_index() == 0:
       text = json.dumps(self._config.to_dict(), indent=1, sort_keys=True, default=str)
-      report.atomic_write(os.path.join(self.workdir, "config.json"), text + "\n")
+      results_files.atomic_write(os.path.join(self.workdir, "config.json"), text + "\n")
 
   def _load(self) -> Dict[str, Any]:
     if not fileio.exists(self._path):
@@ -168,7 +169,7 @@ class ResultsStore:
     self.results["environment"] = environment()
     if jax.process_index() != 0:  # On a multi-host slice one host writes the files.
       return
-    report.write_results(self.workdir, self.results)
+    results_files.write_results(self.workdir, self.results)
     # Wall-clock times live apart from results.json, which stays bitwise reproducible.
     timings_path = os.path.join(self.workdir, "timings.json")
     timings = {}
@@ -179,4 +180,4 @@ class ResultsStore:
         timings = {}
     timings[name] = {"train_seconds": train_seconds, "input_wait_seconds": input_seconds,
                      "input_wait_fraction": input_seconds / max(train_seconds, 1e-9)}
-    report.atomic_write(timings_path, json.dumps(timings, indent=1) + "\n")
+    results_files.atomic_write(timings_path, json.dumps(timings, indent=1) + "\n")

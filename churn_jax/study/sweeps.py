@@ -31,11 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from churn_jax import (checkpoint, data as data_lib, evaluate, host_devices, methods, models,
-                       results_store, sharding, stack, train, validate)
-from churn_jax import distributed, preemption, step as step_lib, workdir_lock
+from churn_jax import data as data_lib, methods, models
 from churn_jax.data import dataset as dataset_lib
+from churn_jax.engine import sharding, stack, step as step_lib
 from churn_jax.outputs import predictions
+from churn_jax.runtime import checkpoint, distributed, host_devices, preemption, workdir_lock
+from churn_jax.study import evaluate, results_store, train, validate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ initialises its backend (launch/table1.py --deterministic_ops does that).
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
-from churn_jax import train
+from churn_jax.study import train
 
 # (row title, config.vary)
 SOURCES: Tuple[Tuple[str, str], ...] = (

@@ -16,12 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from churn_jax import compile_cache, config_lib, data as data_lib, distributed
-from churn_jax import (checkpoint, evaluate, host_devices, methods, models, report,
-                       results_store, sharding, stack)
-from churn_jax import preemption, step as step_lib, validate, workdir_lock
+from churn_jax import data as data_lib, methods, models
+from churn_jax.configs import config_lib
+from churn_jax.engine import sharding, stack, step as step_lib
 from churn_jax.methods import perturb
-from churn_jax.outputs import observer as observer_lib, predictions, report as outputs_report
+from churn_jax.outputs import observer as observer_lib, predictions, results_files
+from churn_jax.runtime import (checkpoint, compile_cache, distributed, host_devices, preemption,
+                               workdir_lock)
+from churn_jax.study import evaluate, regenerate, results_store, validate
 
 
 @dataclasses.dataclass
@@ -101,7 +103,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   `observer` receives the step metrics at log steps and, with config.eval_every_steps > 0, the
   members' test probabilities every that many steps (churn_jax/outputs/observer.py).
   `coefficients` (a pytree of (R,) arrays) reaches the loss as extra["coefficients"] (a
-  stacked sweep, churn_jax/sweeps.py); with `stop_on_nonfinite` False a diverged run does not
+  stacked sweep, churn_jax/study/sweeps.py); with `stop_on_nonfinite` False a diverged run does not
   stop the others (the caller reads state.first_nonfinite).
   """
   if method.teacher is not None and teacher is None:
@@ -247,10 +249,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Runs the churn study of `config` and writes results.{json,csv,md} into `workdir`.
 
   Finished methods found in workdir are reused and unfinished ones resume from their
-  checkpoints (resume order: churn_jax/checkpoint.py). A two-stage method's teacher is trained
+  checkpoints (resume order: churn_jax/runtime/checkpoint.py). A two-stage method's teacher is trained
   first and reported in its own row. Timings go to timings.json so that results.json is
-  bitwise reproducible. The workdir is locked for the whole study (churn_jax/workdir_lock.py)
-  and SIGTERM/SIGINT stop it at a step boundary with a checkpoint (churn_jax/preemption.py).
+  bitwise reproducible. The workdir is locked for the whole study (churn_jax/runtime/workdir_lock.py)
+  and SIGTERM/SIGINT stop it at a step boundary with a checkpoint (churn_jax/runtime/preemption.py).
   """
   with contextlib.ExitStack() as held:  # The workdir lock and the signal handlers.
     return _train_and_evaluate(config, workdir, held)
@@ -317,6 +319,6 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
   if jax.process_index() == 0:
-    outputs_report.write_differences(workdir, store.results)
-    outputs_report.write_plots(workdir, store.results)
+    regenerate.write_differences(workdir, store.results)
+    regenerate.write_plots(workdir, store.results)
   return store.results

@@ -8,7 +8,10 @@ import math
 
 import jax
 
-from churn_jax import compile_cache, config_lib, data, methods, models, sharding, stack
+from churn_jax import data, methods, models
+from churn_jax.configs import config_lib
+from churn_jax.engine import sharding, stack
+from churn_jax.runtime import compile_cache
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {

@@ -1,0 +1,131 @@
+"""A sharded stacked step on 8 fake CPU devices equals the unsharded step.
+
+The fake devices (chex.set_n_cpu_devices) must be requested before JAX initialises its
+backends, and pytest has run JAX for other tests first, so the checks run in a fresh
+subprocess of this file (`python tests/engine/sharding_test.py child`).
+"""
+
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+import chex
+import jax
+import numpy as np
+
+_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
+if _CHILD:
+  chex.set_n_cpu_devices(8)  # Before any JAX computation of this process.
+
+from churn_jax import methods
+from churn_jax.engine import sharding
+from churn_jax.runtime import host_devices
+from churn_jax.study import train
+
+
+class MeshShapeTest(absltest.TestCase):
+
+  def test_mesh_shape_prefers_runs_then_members(self):
+    self.assertEqual(sharding.mesh_shape(8, 4, 2, 16), (4, 2, 1))
+    self.assertEqual(sharding.mesh_shape(8, 2, 2, 16), (2, 2, 2))
+    self.assertEqual(sharding.mesh_shape(8, 5, 1, 16), (1, 1, 8))
+    self.assertEqual(sharding.mesh_shape(1, 5, 2, 3), (1, 1, 1))
+    with self.assertRaisesRegex(ValueError, "batch_size 12 is not divisible by the data axis"):
+      sharding.mesh_shape(8, 5, 1, 12)
+
+  def test_loop_strategy_splits_only_the_batch(self):
+    self.assertEqual(sharding.mesh_shape(8, 4, 2, 16, "loop"), (1, 1, 8))
+    self.assertEqual(sharding.mesh_shape(2, 5, 1, 100, "loop"), (1, 1, 2))
+    with self.assertRaisesRegex(ValueError, "not divisible by the data axis"):
+      sharding.mesh_shape(2, 2, 1, 5, "loop")
+
+
+class HostDevicesTest(absltest.TestCase):
+
+  def test_auto_count_one_per_core_where_measured_faster(self):
+    self.assertEqual(host_devices.auto_count("lenet5", 128, cores=2), 2)
+    self.assertEqual(host_devices.auto_count("lenet5", 100, cores=3), 2)  # Divides the batch.
+    self.assertEqual(host_devices.auto_count("resnet20", 128, cores=2), 1)
+    self.assertEqual(host_devices.auto_count("mlp", 128, cores=2), 1)
+    self.assertEqual(host_devices.auto_count("conv1d", 128, cores=8), 1)
+
+  def test_requested_count(self):
+    from tests import testing
+    config = testing.tiny_config()
+    config.cpu_devices = 3
+    self.assertEqual(host_devices.requested_count(config), 3)
+    config.cpu_devices = 0
+    self.assertEqual(host_devices.requested_count(config), 1)  # An MLP.
+    config.cpu_devices = -1
+    with self.assertRaisesRegex(ValueError, "cpu_devices must be >= 0"):
+      host_devices.requested_count(config)
+
+  def test_configure_in_a_fresh_process(self):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    code = ("from churn_jax.runtime import host_devices; n = host_devices.configure(3); import jax; "
+            "print(n, jax.device_count(), host_devices.configure(2))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    # 3 devices; asking again after initialisation keeps the 3 and says so.
+    self.assertEqual(proc.stdout.split(), ["3", "3", "3"])
+
+  def test_sharded_equals_unsharded_on_8_devices(self):
+    from tests import testing
+    proc = testing.run_child(__file__)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("OK", proc.stderr)
+
+
+class ChildTest(absltest.TestCase):
+  """Runs in the child process only, where 8 fake devices exist."""
+
+  def test_sharded_step(self):
+    self.assertEqual(jax.device_count(), 8)
+    from tests import testing
+    config = testing.tiny_config(num_runs=4, num_steps=4, batch_size=8)
+    config.strategy = "vmap"
+    ds = testing.tiny_dataset()
+    method = methods.build("codistill", config.method_configs["codistill"], 4)
+    # The unsharded reference, trained once for both layouts.
+    single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
+    plain = train.train_method(config, ds, method, mesh=single)
+    for shape in [(4, 2, 1), (1, 2, 4)]:  # (run, member) and (member, data) sharded.
+      mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(shape), sharding.AXES)
+      sharded = train.train_method(config, ds, method, mesh=mesh)
+      leaf = jax.tree_util.tree_leaves(sharded.state.params)[0]
+      # Each device holds its block of runs and members.
+      self.assertEqual(leaf.sharding.shard_shape(leaf.shape)[:2], (4 // shape[0], 2 // shape[1]))
+      chex.assert_trees_all_equal_shapes(sharded.state.params, plain.state.params)
+      chex.assert_trees_all_close(sharded.state.params, plain.state.params, rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
+
+  def test_loop_strategy_data_parallel_with_batch_norm(self):
+    # The CPU layout for conv nets: loop strategy, batch split over devices. BatchNorm
+    # statistics must still be those of the whole batch.
+    from tests import testing
+    config = testing.tiny_config(num_runs=2, num_steps=4, batch_size=8,
+                                 model=dict(name="resnet_cifar", depth=8))
+    config.strategy = "loop"
+    ds = testing.tiny_dataset(image=True)
+    method = methods.build("codistill", config.method_configs["codistill"], 4)
+    mesh = sharding.make_mesh(2, 2, 8, strategy="loop")
+    self.assertEqual(dict(mesh.shape), {"run": 1, "member": 1, "data": 8})
+    sharded = train.train_method(config, ds, method, mesh=mesh)
+    single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
+    plain = train.train_method(config, ds, method, mesh=single)
+    chex.assert_trees_all_close((sharded.state.params, sharded.state.batch_stats),
+                                (plain.state.params, plain.state.batch_stats),
+                                rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
+
+
+if not _CHILD:
+  del ChildTest  # Collected only in the child, which has the 8 devices it needs.
+
+if __name__ == "__main__":
+  if _CHILD:
+    sys.argv = sys.argv[:1] + ["ChildTest"]
+  absltest.main()

@@ -1,0 +1,129 @@
+"""The App. A protocol tables and the statistics behind every held / did not hold."""
+
+import csv
+import io
+import os
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats as sp_stats
+
+from churn_jax import metrics
+from churn_jax.protocol import stats, tables
+from churn_jax.study import evaluate
+
+
+def _summary(values):
+  values = list(map(float, values))
+  return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+
+
+def _entry(acc, churn, val_churn=None, sweep=None, runs=3):
+  entry = {"num_runs": runs, "accuracy": _summary(acc), "churn": _summary(churn)}
+  for key in ("schurn", "churn_correct", "ece"):
+    entry[key] = _summary(churn)
+  entry["entropy"], entry["nll"] = _summary(acc), _summary(acc)
+  if val_churn is not None:
+    entry["validation"] = {"num_runs": runs, "churn": _summary(val_churn)}
+  if sweep:
+    entry["sweep"] = {"method": sweep[0], "key": "beta", "value": sweep[1]}
+  return entry
+
+
+def _results():
+  return {"methods": {
+      "baseline": _entry([.80, .81, .82], [.10, .10, .10], [.1, .1, .1]),
+      # Lowest test churn at 0.1, lowest validation churn at 0.2.
+      "ent@beta=0.1": _entry([.80, .80, .80], [.04, .04, .04], [.09, .09, .09], ("ent", 0.1)),
+      "ent@beta=0.2": _entry([.81, .81, .81], [.06, .06, .06], [.05, .05, .05], ("ent", 0.2)),
+  }}
+
+
+class StatsTest(absltest.TestCase):
+
+  def test_pair_matrix_follows_metrics_pairwise_order(self):
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 20)).astype(np.float32)
+    matrix = stats.pair_matrix(metrics.pairwise(metrics.churn, probs)["values"], 4)
+    for i, j in ((0, 3), (2, 1), (1, 3)):
+      expected = np.mean(probs[i].argmax(-1) != probs[j].argmax(-1))
+      self.assertAlmostEqual(matrix[i, j], expected, places=6)
+
+  def test_constant_values_give_a_point_interval_and_verdicts(self):
+    res = _results()["methods"]
+    d = stats.bootstrap_difference(res["ent@beta=0.1"], res["baseline"], "churn", 200)
+    self.assertAlmostEqual(d["diff"], -0.06)
+    self.assertAlmostEqual(d["low"], -0.06)
+    self.assertAlmostEqual(d["high"], -0.06)
+    self.assertEqual(stats.verdict(d, lower_is_better=True), "held")
+    self.assertEqual(stats.verdict(d, lower_is_better=False), "reversed")
+    self.assertEqual(stats.verdict({"low": -0.1, "high": 0.2}, True), "cannot tell")
+
+  def test_bootstrap_resamples_runs_not_pairs(self):
+    # Run 0 disagrees with everyone, runs 1-3 agree: the pairs are far from independent.
+    churn = [1, 1, 1, 0, 0, 0]  # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    entry = {"num_runs": 4, "churn": _summary(churn)}
+    base = {"num_runs": 4, "churn": _summary([0] * 6)}
+    d = stats.bootstrap_difference(entry, base, "churn", 4000, seed=1)
+    # A draw without run 0 has churn 0: probability (3/4)^4 = 0.32, so the 2.5% quantile is 0.
+    self.assertEqual(d["low"], 0.0)
+    self.assertGreater(d["high"], 0.5)
+    self.assertEqual(stats.verdict(d, True), "cannot tell")
+
+  def test_welch_matches_the_formula(self):
+    a = {"num_runs": 4, "accuracy": _summary([.80, .82, .81, .83])}
+    b = {"num_runs": 3, "accuracy": _summary([.78, .79, .77])}
+    x, y = np.array(a["accuracy"]["values"]), np.array(b["accuracy"]["values"])
+    va, vb = x.var(ddof=1) / 4, y.var(ddof=1) / 3
+    t = (x.mean() - y.mean()) / np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+    self.assertAlmostEqual(stats.welch(a, b, "accuracy"), 2 * sp_stats.t.sf(abs(t), dof))
+    self.assertIsNone(stats.welch(a, b, "churn"))  # Pairs are not independent samples.
+
+
+class TablesTest(absltest.TestCase):
+
+  def test_selection_on_test_and_on_validation(self):
+    rows = tables.groups(_results())["ent"]
+    self.assertEqual([v for _, v, _ in rows], [0.1, 0.2])
+    self.assertEqual(tables.select(rows, "test"), "ent@beta=0.1")
+    self.assertEqual(tables.select(rows, "validation"), "ent@beta=0.2")
+    md = tables.coefficient_table(_results())
+    self.assertIn("| ent | beta=0.1 | 3 | 80.00 ± 0.00 | 4.00 ± 0.00 |", md)
+    line_02 = next(line for line in md.splitlines() if "beta=0.2" in line)
+    self.assertTrue(line_02.endswith("| val |"), line_02)
+
+  def test_summary_and_files(self):
+    summary = tables.summary_rows(_results(), "validation", num_samples=100)
+    self.assertEqual([r["entry"] for r in summary], ["baseline", "ent@beta=0.2"])
+    self.assertAlmostEqual(summary[1]["d_churn"]["diff"], -0.04)
+    self.assertEqual(summary[1]["d_churn"]["verdict"], "held")
+    with tempfile.TemporaryDirectory() as d:
+      paths = tables.write_protocol(d, _results(), "# header", num_samples=100)
+      names = {os.path.basename(p) for p in paths}
+      for ext in ("md", "csv", "tex"):
+        self.assertIn(f"protocol_table2_validation.{ext}", names)
+        self.assertIn(f"protocol_table2_test.{ext}", names)
+      with open(os.path.join(d, "protocol_table2_test.csv")) as f:
+        rows = list(csv.DictReader(f))
+      self.assertEqual(rows[1]["entry"], "ent@beta=0.1")
+      self.assertAlmostEqual(float(rows[1]["churn_mean"]), 0.04)
+      with open(os.path.join(d, "protocol_curves.csv")) as f:
+        curve = list(csv.DictReader(io.StringIO(f.read())))
+      self.assertEqual([float(r["coefficient"]) for r in curve], [0.1, 0.2])
+      self.assertIn("protocol_curves.png", names)
+      with open(os.path.join(d, "protocol_table2_test.tex")) as f:
+        self.assertIn(r"\toprule", f.read())
+
+  def test_tables_read_real_summaries(self):
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(3, 30)).astype(np.float32)
+    labels = np.zeros(30, np.int64)
+    entry = evaluate.summarize(probs, labels)
+    res = {"methods": {"baseline": entry, "x@beta=1": dict(entry, sweep={
+        "method": "x", "key": "beta", "value": 1.0})}}
+    summary = tables.summary_rows(res, "test", num_samples=50)
+    self.assertEqual(summary[1]["d_churn"]["diff"], 0.0)
+
+
+if __name__ == "__main__":
+  absltest.main()

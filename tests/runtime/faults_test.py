@@ -1,0 +1,327 @@
+"""Faults injected on purpose: nothing is lost, and a study that completes is byte-identical.
+
+The study-level faults (SIGTERM, SIGINT, a second process, a killed lock holder, changed data,
+each bad input) go through the command line on a few-hundred-row npz, against one shared
+uninterrupted reference run. Damaged checkpoints: tests/runtime/checkpoint_faults_test.py.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from unittest import mock
+
+from absl.testing import absltest, parameterized
+import jax
+import numpy as np
+
+from churn_jax.runtime import checkpoint, fileio, workdir_lock
+from tests import testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def read(path):
+  with open(path, "rb") as f:
+    return f.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# The study through the command line.
+
+def _write_npz(path, seed=0, n_train=240, n_test=80, label=None):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(10, 40)) * 0.25  # Overlapping classes: runs disagree.
+  def split(n):
+    y = np.arange(n) % 10
+    return (centers[y] + rng.normal(size=(n, 40))).astype(np.float32), y.astype(np.int64)
+  x_train, y_train = split(n_train)
+  x_test, y_test = split(n_test)
+  if label is not None:
+    y_train[0] = label
+  np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+STUDY = ["--config=experiments/mnist1d.py:quick", "--config.methods=baseline,codistill",
+         "--config.num_runs=2", "--config.num_train_steps=600", "--config.lr.decay_steps=(400,)",
+         "--config.checkpoint_every_steps=50", "--config.batch_size=20",
+         "--config.eval_batch_size=80", "--config.model.hidden=(16,)",
+         "--config.log_every_steps=50", "--config.progress=False"]
+
+
+def cli(tmp, workdir, *flags, umask=None, config=None):
+  """Starts launch/main.py; output goes to a file (a pipe nobody reads would block it)."""
+  env = dict(os.environ, PYTHONPATH=ROOT, CHURN_JAX_CACHE=tmp,
+             # Compiled once by the reference run, reused by the others (same executables).
+             JAX_COMPILATION_CACHE_DIR=f"{tmp}/jax_cache",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  log = tempfile.NamedTemporaryFile("w+", dir=tmp, suffix=".log", delete=False)
+  args = STUDY if config is None else config
+  proc = subprocess.Popen(
+      [sys.executable, "launch/main.py", f"--workdir={workdir}", *args,
+       f"--config.data.npz_path={tmp}/data.npz", *flags],
+      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+      preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+  proc.log_path = log.name
+  return proc
+
+
+finish = testing.finish
+
+
+def error_lines(output):
+  return [l for l in output.splitlines() if not re.match(r"[IWE]\d{4} ", l) and l.strip()]
+
+
+class StudyFaultTest(parameterized.TestCase):
+  """One uninterrupted reference study, shared; every fault is compared with it."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    _write_npz(f"{cls.tmp}/data.npz")
+    cls.ref = f"{cls.tmp}/ref"
+    proc = cli(cls.tmp, cls.ref, umask=0o027)
+    cls.ref_output = finish(proc)
+    assert proc.returncode == 0, cls.ref_output[-3000:]
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp)
+    super().tearDownClass()
+
+  def assert_same_results(self, workdir):
+    for name in ("results.json", "results.csv", "results.md"):
+      self.assertEqual(read(f"{self.ref}/{name}"), read(f"{workdir}/{name}"), name)
+
+  def test_results_record_data_environment_and_respect_umask(self):
+    results = json.loads(read(f"{self.ref}/results.json"))
+    npz = f"{self.tmp}/data.npz"
+    self.assertEqual(results["data"]["source"], "npz")
+    self.assertEqual(results["data"]["sha256"], hashlib.sha256(read(npz)).hexdigest())
+    self.assertEqual(results["data"]["name"], "data")
+    env = results["environment"]
+    for package in ("jax", "jaxlib", "flax", "optax"):
+      self.assertEqual(env["versions"][package], metadata.version(package))
+    self.assertEqual(env["backend"], "cpu")
+    self.assertEqual(env["device_count"], jax.device_count())
+    self.assertEqual(env["device_kind"], jax.devices()[0].device_kind)
+    # The reference ran under umask 027: files are 0640, as open() would have made them.
+    for name in ("results.json", "results.csv", "results.md", "timings.json", "config.json"):
+      self.assertEqual(os.stat(f"{self.ref}/{name}").st_mode & 0o777, 0o640, name)
+    config = json.loads(read(f"{self.ref}/config.json"))
+    self.assertEqual((config["num_runs"], config["model"]["hidden"]), (2, [16]))
+
+  def test_sigterm_then_sigint_then_rerun_is_bitwise_identical(self):
+    workdir = f"{self.tmp}/signals"
+    for signum, method, code in ((signal.SIGTERM, "baseline", 143),
+                                 (signal.SIGINT, "codistill", 130)):
+      proc = cli(self.tmp, workdir)
+      deadline = time.time() + 300
+      while not glob.glob(f"{workdir}/checkpoints/{method}-*/[1-9]*"):
+        if proc.poll() is not None:
+          self.fail(f"finished before the signal: {finish(proc)[-2000:]}")
+        self.assertLess(time.time(), deadline)
+        time.sleep(0.02)
+      proc.send_signal(signum)
+      output = finish(proc)
+      self.assertEqual(proc.returncode, code, output[-2000:])
+      self.assertNotIn("Traceback", output)
+      last = error_lines(output)[-1]
+      match = re.fullmatch(rf"stopped at step (\d+) of {method}, checkpoint saved; run the "
+                           r"same command to resume", last)
+      self.assertIsNotNone(match, last)
+      step = int(match.group(1))
+      self.assertTrue(glob.glob(f"{workdir}/checkpoints/{method}-*/{step}"), step)
+      self.assertLess(step, 600)  # Stopped mid-method, not at its end.
+    output = finish(cli(self.tmp, workdir))
+    self.assertIn("resumed from step", output)
+    self.assertIn("baseline: finished earlier, results reused", output)
+    self.assert_same_results(workdir)
+
+  def test_second_process_is_refused_naming_the_holder(self):
+    workdir = f"{self.tmp}/locked"
+    shutil.copytree(self.ref, workdir)
+    before = {p: read(f"{workdir}/{p}") for p in ("results.json", "timings.json")}
+    with workdir_lock.WorkdirLock(workdir):
+      proc = cli(self.tmp, workdir, "--config.methods=baseline")
+      output = finish(proc)
+    self.assertEqual(proc.returncode, 1)
+    self.assertEqual(error_lines(output), [
+        f"error: workdir {workdir} is in use by another study (pid {os.getpid()} on host "
+        f"{socket.gethostname()}); wait for it to finish or use another --workdir"])
+    self.assertEqual(before, {p: read(f"{workdir}/{p}") for p in before})
+
+  def test_killed_holder_leaves_no_stale_lock(self):
+    workdir = f"{self.tmp}/stale"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from churn_jax.runtime import workdir_lock; "
+         "workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); "
+         "time.sleep(600)", workdir], env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE, text=True)
+    try:
+      self.assertEqual(holder.stdout.readline().strip(), "held")
+      with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, f"pid {holder.pid} on host"):
+        workdir_lock.WorkdirLock(workdir).acquire()
+    finally:
+      holder.kill()  # SIGKILL: the kernel drops the flock.
+      holder.wait()
+      holder.stdout.close()
+    with workdir_lock.WorkdirLock(workdir):
+      pass
+
+  def test_changed_npz_and_config_are_refused_naming_the_keys(self):
+    workdir = f"{self.tmp}/changed"
+    shutil.copytree(self.ref, workdir)
+    npz = f"{self.tmp}/data.npz"
+    original = read(npz)
+    before = sorted(os.listdir(workdir)), read(f"{workdir}/results.json")
+    try:
+      _write_npz(npz, seed=1)  # Same path, other data.
+      proc = cli(self.tmp, workdir, "--config.num_runs=3")
+      output = finish(proc)
+    finally:
+      with open(npz, "wb") as f:
+        f.write(original)
+    self.assertEqual(proc.returncode, 1)
+    (line,) = error_lines(output)
+    self.assertIn("already holds results for method 'baseline'", line)
+    self.assertIn("num_runs: 2 != 3", line)
+    self.assertIn("data.sha256 differs", line)
+    self.assertEqual(before, (sorted(os.listdir(workdir)), read(f"{workdir}/results.json")))
+
+  @parameterized.named_parameters(
+      # (The study's own hidden=(16,) comes first: config_flags then holds (16, 0).)
+      ("hidden_zero", ["--config.model.hidden=(0,)"], "] = 0 must be >= 1"),
+      ("hidden_negative", ["--config.model.hidden=(-5,)"], "] = -5 must be >= 1"),
+      ("beta_inf", ["--config.method_configs.codistill.beta.value=inf"],
+       "method_configs.codistill.beta.value = inf is not a finite number"),
+      ("lr_nan", ["--config.lr.base=nan"], "lr.base = nan is not a finite number"),
+      ("alpha_nan", ["--config.schurn_alpha=nan"], "schurn_alpha = nan is not a finite number"),
+      ("syntax_error", ["--config={tmp}/broken.py"], "syntax error in"),
+      ("unknown_argument", ["--config=experiments/mnist1d.py:quik"],
+       "unknown config argument 'quik'; known: all, quick, runs, small"),
+      ("typo_key", ["--config.num_runz=3"], "did you mean 'num_runs'?"),
+      ("value_on_float", ["--config.method_configs.entropy.beta.value=0.3"],
+       "config.method_configs.entropy.beta is a plain float (0.1), it has no key 'value'"),
+      ("label_1000", ["--config.data.npz_path={tmp}/label1000.npz"],
+       "the max label is 1000 and 990 of those 1001 classes have no training example"),
+      ("npz_directory", ["--config.data.npz_path={tmp}"], "npz path is a directory"),
+      ("npz_not_zip", ["--config.data.npz_path={tmp}/notzip.npz"], "not a zip archive"),
+      ("workdir_empty", ["--workdir="], "--workdir is empty"),
+      ("workdir_file", ["--workdir={tmp}/data.npz"], "is a file, not a directory"),
+      ("workdir_sys", ["--workdir=/sys/churn"], "is under /sys, a system directory"),
+      ("workdir_gs", ["--workdir=gs://some-bucket/churn"], "writing to gs:// needs gcsfs"),
+  )
+  def test_bad_input_is_one_line_exit_1_and_nothing_written(self, flags, message):
+    tmp = self.tmp
+    with open(f"{tmp}/broken.py", "w") as f:
+      f.write("def get_config(:\n  pass\n")
+    _write_npz(f"{tmp}/label1000.npz", label=1000)
+    with open(f"{tmp}/notzip.npz", "wb") as f:
+      f.write(b"\x80\x04K\x01.")  # A pickle, which np.load would try to unpickle.
+    listing = sorted(os.listdir(tmp))
+    workdir = f"{tmp}/never"
+    flags = [f.format(tmp=tmp) for f in flags]
+    proc = cli(tmp, workdir, *flags)
+    output = finish(proc)
+    self.assertEqual(proc.returncode, 1, output[-2000:])
+    self.assertNotIn("Traceback", output)
+    lines = error_lines(output)
+    self.assertLen(lines, 1, output[-2000:])
+    self.assertTrue(lines[0].startswith("error: "), lines[0])
+    self.assertIn(message, lines[0])
+    self.assertFalse(os.path.exists(workdir))
+    self.assertEqual(sorted(os.listdir(tmp)), sorted(listing + [os.path.basename(proc.log_path)]))
+
+
+_STOP_CHILD = """
+import os, signal, sys
+import jax
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 1)
+port, index = sys.argv[1], int(sys.argv[2])
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                           process_id=index)
+from churn_jax.runtime import preemption
+with preemption.watch() as watcher:
+  for step in range(1, 30):
+    if index == 0 and step == 3:
+      os.kill(os.getpid(), signal.SIGTERM)  # Only host 0 is told.
+    if watcher.should_stop(step, 5):
+      print(f"stop at {step} signal {watcher.signum}", flush=True)
+      break
+"""
+
+
+class MultiProcessStopTest(absltest.TestCase):
+
+  def test_processes_agree_on_the_stop_step(self):
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = [subprocess.Popen([sys.executable, "-c", _STOP_CHILD, str(port), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+      self.assertEqual(p.returncode, 0, err[-2000:])
+      # Signalled at step 3 on host 0: both stop at the next sync step, 5, and host 1 learns
+      # which signal it was.
+      self.assertEqual(out.strip().splitlines()[-1], f"stop at 5 signal {int(signal.SIGTERM)}")
+
+
+class HelpTest(absltest.TestCase):
+
+  def test_help_says_what_to_pass(self):
+    proc = subprocess.run([sys.executable, "launch/main.py", "--help"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=120)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    for text in ("--config=CONFIG_FILE[:ARGS] --workdir=DIR", "experiments/mnist1d.py",
+                 "experiments/cifar10.py", "quick", "runlocal", "--config.num_runs=5",
+                 "--config.methods=baseline,codistill", "--config.data.npz_path=FILE",
+                 "config.json"):
+      self.assertIn(text, proc.stdout)
+
+
+class WorkdirCheckTest(absltest.TestCase):
+
+  def test_not_writable(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      with mock.patch("os.access", return_value=False):  # Root may write anywhere.
+        with self.assertRaisesRegex(ValueError, f"{tmp} is not writable"):
+          workdir_lock.check_workdir(os.path.join(tmp, "new"))
+
+  def test_remote_write_path_on_a_local_backend(self):
+    # The gs:// branch of fileio (epath, one upload), exercised on the local filesystem.
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "sub", "results.json")
+      with mock.patch.object(fileio, "is_remote", return_value=True):
+        fileio.atomic_write(path, "text\n")
+        fileio.atomic_write(path + ".bin", b"\x00\x01")
+      self.assertEqual(read(path), b"text\n")
+      self.assertEqual(read(path + ".bin"), b"\x00\x01")
+      self.assertEqual(fileio.sha256(path), hashlib.sha256(b"text\n").hexdigest())
+
+  def test_gs_checkpoint_directory_is_not_made_local(self):
+    with mock.patch("orbax.checkpoint.CheckpointManager") as manager:
+      ckpt = checkpoint.MethodCheckpointer("gs://bucket/wd/checkpoints/baseline-0", 10)
+    self.assertEqual(ckpt.directory, "gs://bucket/wd/checkpoints/baseline-0")
+    self.assertEqual(manager.call_args[0][0], "gs://bucket/wd/checkpoints/baseline-0")
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,185 @@
+"""The quick digits study as 2 processes x 4 CPU devices equals 1 process x 8 devices.
+
+Each study runs launch/main.py in fresh processes: one process with 8 CPU devices, and two
+processes with 4 each joined by JAX's multi-process runtime (a coordinator on 127.0.0.1, gloo
+collectives), so the same ('run', 'member', 'data') mesh of 8 devices is cut between two
+processes. make_mesh (churn_jax/engine/sharding.py) then puts, with 3 runs, the member axis (M=2,
+mesh (1, 2, 4)) or the data axis (M=1, mesh (1, 1, 8)) across the processes; with 2 runs
+the run axis ((2, 1, 4), (2, 2, 2)); the loop strategy always splits the data axis.
+
+Why not bitwise: with several processes XLA:CPU runs every all-reduce through the gloo
+collectives, also those among one process's own devices, and their summation order differs
+from the all-reduce of a single process. A gradient summed over more than 2 devices of the
+data axis therefore differs in the last bits (measured: at most 7.5e-6 relative on the
+metrics of these studies, most about 1e-7); a sum of two is exact either way. So the results
+are bitwise equal where the data axis has at most 2 devices (asserted: co-distillation on
+mesh (2, 2, 2)); elsewhere counts (accuracy, churn) are equal and floats agree to 5e-5
+relative + 1e-7 absolute.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+
+from churn_jax.engine import sharding
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Every method kind: baseline, co-distillation, an ensemble, a two-stage distillation (its
+# teacher is ensemble2), anti-distillation and stale peers (refreshed every 2 steps).
+_ALL_KINDS = "baseline,codistill,ensemble2,ens_distill,anti_distill,codistill_ce_stale"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KINDS,
+            port=None):
+  """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens."""
+  args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
+          f"--config={_ROOT}/experiments/digits.py:quick,runs={runs}", f"--workdir={workdir}",
+          f"--config.methods={methods}", f"--config.strategy={strategy}",
+          f"--config.num_train_steps={steps}", "--config.model.hidden=(16,)",
+          f"--config.cpu_devices={8 // processes}", "--config.checkpoint_every_steps=2",
+          "--config.log_every_steps=2", "--config.progress=False",
+          "--config.method_configs.codistill_ce_stale.stale_refresh_steps=2"]
+  env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  port = port or _free_port()
+  procs = []
+  for i in range(processes):
+    if processes > 1:
+      env.update(CHURN_JAX_COORDINATOR=f"127.0.0.1:{port}", CHURN_JAX_PROCESS_ID=str(i),
+                 CHURN_JAX_NUM_PROCESSES=str(processes), CHURN_JAX_HEARTBEAT_TIMEOUT="10")
+    log = open(f"{workdir}.{processes}.{i}.log", "w")
+    procs.append(subprocess.Popen(args, env=dict(env), stdout=log, stderr=subprocess.STDOUT))
+    log.close()
+  return procs
+
+
+def _wait(test, procs, workdir, timeout=1800):  # Generous: the machine may be shared.
+  for i, p in enumerate(procs):
+    rc = p.wait(timeout=timeout)
+    with open(f"{workdir}.{len(procs)}.{i}.log") as f:
+      test.assertEqual(rc, 0, f"process {i} of {len(procs)}:\n{f.read()[-3000:]}")
+
+
+def _methods(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    methods = json.load(f)["methods"]
+  return {k: {m: v for m, v in e.items() if m != "fingerprint"} for k, e in methods.items()}
+
+
+def _differences(a, b, path=""):
+  """(path, a, b) of every leaf where the two result trees differ (bitwise)."""
+  if isinstance(a, dict):
+    assert a.keys() == b.keys(), (path, a.keys(), b.keys())
+    return [d for k in a for d in _differences(a[k], b[k], f"{path}/{k}")]
+  if isinstance(a, list):
+    assert len(a) == len(b), path
+    return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+  return [] if a == b else [(path, a, b)]
+
+
+class MultiHostTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = tempfile.mkdtemp(prefix="multihost_")
+
+  def assert_same_results(self, multi, single, bitwise=()):
+    diffs = _differences(_methods(multi), _methods(single))
+    for name in bitwise:  # Methods whose data axis has at most 2 devices.
+      self.assertEqual([d for d in diffs if d[0].startswith(f"/{name}/")], [])
+    for path, a, b in diffs:
+      if "/predictions/" in path:  # The file's sha256 differs exactly when its floats do.
+        continue
+      self.assertIsInstance(a, float, path)  # Counts, names and costs are always equal.
+      self.assertNotRegex(path, r"/(accuracy|churn)/", "a prediction flipped")
+      self.assertLessEqual(abs(a - b), 5e-5 * abs(b) + 1e-7, path)
+
+  def test_layouts_cross_processes(self):
+    # The layouts the studies below cut between the two processes (4 devices each): a
+    # process holds a contiguous half of the mesh, so its first split axis crosses.
+    self.assertEqual(sharding.mesh_shape(8, 3, 1, 64), (1, 1, 8))  # data across
+    self.assertEqual(sharding.mesh_shape(8, 3, 2, 64), (1, 2, 4))  # members across
+    self.assertEqual(sharding.mesh_shape(8, 2, 1, 64), (2, 1, 4))  # runs across
+    self.assertEqual(sharding.mesh_shape(8, 2, 2, 64), (2, 2, 2))  # runs across
+    self.assertEqual(sharding.mesh_shape(8, 2, 2, 64, "loop"), (1, 1, 8))  # data across
+
+  def test_every_method_kind_and_layout_equals_one_process(self):
+    # Both strategies: every method kind with vmap over 3 runs (members and data across
+    # processes), co-distillation with the loop strategy (data across).
+    work = {k: os.path.join(self.tmp, k) for k in ("vmap1", "vmap2", "loop1", "loop2")}
+    procs = {"vmap1": _launch(work["vmap1"], 3, 1), "vmap2": _launch(work["vmap2"], 3, 2),
+             "loop1": _launch(work["loop1"], 2, 1, strategy="loop", methods="codistill"),
+             "loop2": _launch(work["loop2"], 2, 2, strategy="loop", methods="codistill")}
+    for name, p in procs.items():
+      _wait(self, p, work[name])
+    self.assertEqual(set(_methods(work["vmap2"])), set(_ALL_KINDS.split(",")))
+    self.assert_same_results(work["vmap2"], work["vmap1"])
+    self.assert_same_results(work["loop2"], work["loop1"])
+    # Checkpoints written by both processes through orbax: the final step of every method.
+    for name in _ALL_KINDS.split(","):
+      ckpt = [d for d in os.listdir(os.path.join(work["vmap2"], "checkpoints"))
+              if d.startswith(name + "-")]
+      self.assertLen(ckpt, 1, name)
+      self.assertIn("4", os.listdir(os.path.join(work["vmap2"], "checkpoints", ckpt[0])))
+
+  def test_killed_process_stops_the_other_and_the_rerun_resumes(self):
+    # 2 runs: the run axis crosses processes. Process 1 is killed once co-distillation has
+    # saved its first checkpoint; process 0 must fail soon, saying why, not hang.
+    steps, single, multi = 40, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
+    reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill")
+    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
+    deadline = time.time() + 600
+    while not self._codistill_checkpointed(multi):
+      self.assertLess(time.time(), deadline, "no co-distillation checkpoint appeared")
+      self.assertIsNone(procs[0].poll(), "finished before the kill; raise the steps")
+      time.sleep(0.1)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    rc = procs[0].wait(timeout=240)
+    waited = time.time() - killed_at
+    with open(f"{multi}.2.0.log") as f:
+      log = f.read()
+    self.assertNotEqual(rc, 0, log[-2000:])
+    self.assertLess(waited, 120, log[-2000:])  # Heartbeat timeout 10 s, plus a loaded machine.
+    # One line says why: main.py's "error: ..." when Python sees the failure first (a
+    # collective with the dead peer), else JAX's fatal log from the heartbeat check.
+    reasons = [line for line in log.splitlines() if line.startswith("error: ") or
+               "Terminating process because the JAX distributed service detected" in line]
+    self.assertTrue(reasons, log[-2000:])
+    procs[1].wait()
+
+    _wait(self, _launch(multi, 2, 2, steps=steps, methods="baseline,codistill"), multi)
+    with open(f"{multi}.2.0.log") as f:
+      log = f.read()
+    self.assertIn("method baseline: finished earlier, results reused", log)
+    self.assertRegex(log, r"method codistill: resumed from step \d+")
+    _wait(self, reference, single)
+    self.assert_same_results(multi, single, bitwise=["codistill"])  # Mesh (2, 2, 2).
+
+  @staticmethod
+  def _codistill_checkpointed(workdir):
+    root = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(root):
+      return False
+    # Any finished step directory: orbax keeps only the newest two, so a given step may be
+    # gone again before the next poll.
+    return any(d.startswith("codistill-") and
+               any(s.isdigit() for s in os.listdir(os.path.join(root, d)))
+               for d in os.listdir(root))
+
+
+if __name__ == "__main__":
+  absltest.main()
