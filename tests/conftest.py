@@ -11,3 +11,25 @@ import tempfile
 _CACHE_HOME = tempfile.mkdtemp(prefix=f"churn_jax_tests_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 atexit.register(shutil.rmtree, _CACHE_HOME, True)
+
+
+# Per-test CPU (this process and the child processes it waited for), for finding what the
+# suite spends its 2 cores on: CHURN_JAX_TEST_CPU=FILE appends "cpu_s wall_s nodeid" lines.
+# Wall time on a shared machine is noise; CPU seconds add up to what `-n 2` costs.
+_CPU_LOG = os.environ.get("CHURN_JAX_TEST_CPU")
+if _CPU_LOG:
+  import resource
+  import time
+
+  import pytest
+
+  def _cpu() -> float:
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
+    cpu, wall = _cpu(), time.time()
+    yield
+    with open(_CPU_LOG, "a") as f:
+      f.write(f"{_cpu() - cpu:.2f} {time.time() - wall:.2f} {item.nodeid}\n")

@@ -5,8 +5,10 @@ each bad input) go through the command line on a few-hundred-row npz, against on
 uninterrupted reference run. Damaged checkpoints: tests/runtime/checkpoint_faults_test.py.
 """
 
+import contextlib
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -24,7 +26,9 @@ from absl.testing import absltest, parameterized
 import jax
 import numpy as np
 
+from churn_jax.cli import app
 from churn_jax.runtime import checkpoint, fileio, workdir_lock
+from experiments import mnist1d
 from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +60,24 @@ STUDY = ["--config=experiments/mnist1d.py:quick", "--config.methods=baseline,cod
          "--config.checkpoint_every_steps=50", "--config.batch_size=20",
          "--config.eval_batch_size=80", "--config.model.hidden=(16,)",
          "--config.log_every_steps=50", "--config.progress=False"]
+
+
+def study_config(tmp):
+  """STUDY's config, built in this process."""
+  config = mnist1d.get_config("quick")
+  config.methods = "baseline,codistill"
+  config.num_runs = 2
+  config.num_train_steps = 600
+  config.lr.decay_steps = (400,)
+  config.checkpoint_every_steps = 50
+  config.batch_size = 20
+  config.eval_batch_size = 80
+  config.model.hidden = (16,)
+  config.log_every_steps = 50
+  config.progress = False
+  config.data.npz_path = f"{tmp}/data.npz"
+  config.compile_cache_dir = ""  # Do not turn JAX's cache on in the test process.
+  return config
 
 
 def cli(tmp, workdir, *flags, umask=None, config=None):
@@ -122,18 +144,31 @@ class StudyFaultTest(parameterized.TestCase):
       self.assertEqual(os.stat(f"{self.ref}/{name}").st_mode & 0o777, 0o640, name)
     config = json.loads(read(f"{self.ref}/config.json"))
     self.assertEqual((config["num_runs"], config["model"]["hidden"]), (2, [16]))
+    # The overrides reach the table printed at the end (was tests/study/train_test.py's
+    # CliTest, a study of its own).
+    self.assertIn("| baseline | 2 | 1x | 1x |", self.ref_output)
+    self.assertIn("| codistill | 2 | 2x | 1x |", self.ref_output)
+    self.assertIn(f"results written to {self.ref}/results.{{json,csv,md}}", self.ref_output)
 
-  def test_sigterm_then_sigint_then_rerun_is_bitwise_identical(self):
+  def wait_for_checkpoint(self, proc, workdir, method, after=0):
+    """Polls until `method` has a checkpoint later than step `after`; its step."""
+    deadline = time.time() + 300
+    while True:
+      names = [os.path.basename(p) for p in glob.glob(f"{workdir}/checkpoints/{method}-*/*")]
+      steps = [int(n) for n in names if n.isdigit()]  # Not orbax's temporary folders.
+      if steps and max(steps) > after:
+        return max(steps)
+      if proc.poll() is not None:
+        self.fail(f"finished before the signal: {finish(proc)[-2000:]}")
+      self.assertLess(time.time(), deadline)
+      time.sleep(0.02)
+
+  def test_sigterm_then_sigint_then_sigkill_then_rerun_is_bitwise_identical(self):
     workdir = f"{self.tmp}/signals"
     for signum, method, code in ((signal.SIGTERM, "baseline", 143),
                                  (signal.SIGINT, "codistill", 130)):
       proc = cli(self.tmp, workdir)
-      deadline = time.time() + 300
-      while not glob.glob(f"{workdir}/checkpoints/{method}-*/[1-9]*"):
-        if proc.poll() is not None:
-          self.fail(f"finished before the signal: {finish(proc)[-2000:]}")
-        self.assertLess(time.time(), deadline)
-        time.sleep(0.02)
+      self.wait_for_checkpoint(proc, workdir, method)
       proc.send_signal(signum)
       output = finish(proc)
       self.assertEqual(proc.returncode, code, output[-2000:])
@@ -145,10 +180,25 @@ class StudyFaultTest(parameterized.TestCase):
       step = int(match.group(1))
       self.assertTrue(glob.glob(f"{workdir}/checkpoints/{method}-*/{step}"), step)
       self.assertLess(step, 600)  # Stopped mid-method, not at its end.
-    output = finish(cli(self.tmp, workdir))
+    # SIGKILL (no handler runs) once the resumed codistill has saved past the SIGINT step
+    # (was tests/runtime/resume_test.py's KillResumeTest, with its own uninterrupted study).
+    proc = cli(self.tmp, workdir)
+    self.wait_for_checkpoint(proc, workdir, "codistill", after=step)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    self.assertEqual(proc.returncode, -signal.SIGKILL)
+    self.assertEqual(list(json.loads(read(f"{workdir}/results.json"))["methods"]),
+                     ["baseline"])  # Finished before the kill.
+    timings_before = json.loads(read(f"{workdir}/timings.json"))
+    proc = cli(self.tmp, workdir)
+    output = finish(proc)
+    self.assertEqual(proc.returncode, 0, output[-2000:])
     self.assertIn("resumed from step", output)
     self.assertIn("baseline: finished earlier, results reused", output)
     self.assert_same_results(workdir)
+    # The baseline was not trained again.
+    self.assertEqual(timings_before["baseline"],
+                     json.loads(read(f"{workdir}/timings.json"))["baseline"])
 
   def test_second_process_is_refused_naming_the_holder(self):
     workdir = f"{self.tmp}/locked"
@@ -202,13 +252,10 @@ class StudyFaultTest(parameterized.TestCase):
     self.assertEqual(before, (sorted(os.listdir(workdir)), read(f"{workdir}/results.json")))
 
   @parameterized.named_parameters(
-      # (The study's own hidden=(16,) comes first: config_flags then holds (16, 0).)
-      ("hidden_zero", ["--config.model.hidden=(0,)"], "] = 0 must be >= 1"),
-      ("hidden_negative", ["--config.model.hidden=(-5,)"], "] = -5 must be >= 1"),
-      ("beta_inf", ["--config.method_configs.codistill.beta.value=inf"],
-       "method_configs.codistill.beta.value = inf is not a finite number"),
+      # Through a process each: parse-time errors (no jax import, a fraction of a second),
+      # one validation error, one data error and an empty workdir. The other study-time
+      # errors go through the same main() in this process (test_bad_input_in_process).
       ("lr_nan", ["--config.lr.base=nan"], "lr.base = nan is not a finite number"),
-      ("alpha_nan", ["--config.schurn_alpha=nan"], "schurn_alpha = nan is not a finite number"),
       ("syntax_error", ["--config={tmp}/broken.py"], "syntax error in"),
       ("unknown_argument", ["--config=experiments/mnist1d.py:quik"],
        "unknown config argument 'quik'; known: all, quick, runs, small"),
@@ -217,12 +264,7 @@ class StudyFaultTest(parameterized.TestCase):
        "config.method_configs.entropy.beta is a plain float (0.1), it has no key 'value'"),
       ("label_1000", ["--config.data.npz_path={tmp}/label1000.npz"],
        "the max label is 1000 and 990 of those 1001 classes have no training example"),
-      ("npz_directory", ["--config.data.npz_path={tmp}"], "npz path is a directory"),
-      ("npz_not_zip", ["--config.data.npz_path={tmp}/notzip.npz"], "not a zip archive"),
       ("workdir_empty", ["--workdir="], "--workdir is empty"),
-      ("workdir_file", ["--workdir={tmp}/data.npz"], "is a file, not a directory"),
-      ("workdir_sys", ["--workdir=/sys/churn"], "is under /sys, a system directory"),
-      ("workdir_gs", ["--workdir=gs://some-bucket/churn"], "writing to gs:// needs gcsfs"),
   )
   def test_bad_input_is_one_line_exit_1_and_nothing_written(self, flags, message):
     tmp = self.tmp
@@ -244,6 +286,46 @@ class StudyFaultTest(parameterized.TestCase):
     self.assertIn(message, lines[0])
     self.assertFalse(os.path.exists(workdir))
     self.assertEqual(sorted(os.listdir(tmp)), sorted(listing + [os.path.basename(proc.log_path)]))
+
+  @parameterized.named_parameters(
+      # (On the command line the study's own hidden=(16,) comes first: (16, 0).)
+      ("hidden_zero", {"model.hidden": (16, 0)}, "] = 0 must be >= 1"),
+      ("hidden_negative", {"model.hidden": (16, -5)}, "] = -5 must be >= 1"),
+      ("beta_inf", {"method_configs.codistill.beta.value": float("inf")},
+       "method_configs.codistill.beta.value = inf is not a finite number"),
+      ("alpha_nan", {"schurn_alpha": float("nan")}, "schurn_alpha = nan is not a finite number"),
+      ("npz_directory", {"data.npz_path": "{tmp}"}, "npz path is a directory"),
+      ("npz_not_zip", {"data.npz_path": "{tmp}/notzip.npz"}, "not a zip archive"),
+      ("workdir_file", {"workdir": "{tmp}/data.npz"}, "is a file, not a directory"),
+      ("workdir_sys", {"workdir": "/sys/churn"}, "is under /sys, a system directory"),
+      ("workdir_gs", {"workdir": "gs://some-bucket/churn"}, "writing to gs:// needs gcsfs"),
+  )
+  def test_bad_input_in_process(self, overrides, message):
+    """churn_jax.cli.app.main, what the command runs after parsing, without a process each
+    (each would import jax: seconds of CPU); the process wiring is checked above."""
+    tmp = self.tmp
+    with open(f"{tmp}/notzip.npz", "wb") as f:
+      f.write(b"\x80\x04K\x01.")
+    listing = sorted(os.listdir(tmp))
+    overrides = {k: v.format(tmp=tmp) if isinstance(v, str) else v for k, v in overrides.items()}
+    workdir = overrides.pop("workdir", f"{tmp}/never")
+    config = study_config(tmp)
+    for key, value in overrides.items():
+      *path, last = key.split(".")
+      node = config
+      for part in path:
+        node = node[part]
+      node[last] = value
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+      code = app.main(config, workdir)
+    self.assertEqual(code, 1, err.getvalue())
+    lines = err.getvalue().splitlines()
+    self.assertLen(lines, 1, err.getvalue())
+    self.assertTrue(lines[0].startswith("error: "), lines[0])
+    self.assertIn(message, lines[0])
+    self.assertFalse(os.path.exists(f"{tmp}/never"))
+    self.assertEqual(sorted(os.listdir(tmp)), listing)
 
 
 _STOP_CHILD = """

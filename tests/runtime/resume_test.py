@@ -1,13 +1,12 @@
-"""Preemption: a SIGKILLed study resumes to bitwise the same results; the NaN guard; reuse."""
+"""Resume in process: identical reruns, a corrupt latest checkpoint, the NaN guard.
+
+A SIGKILLed study through the command line resuming to bitwise the same results is checked
+with the other signals against one shared reference study in tests/runtime/faults_test.py.
+"""
 
 import glob
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 
 from absl.testing import absltest
 import jax
@@ -18,62 +17,10 @@ from churn_jax.runtime import checkpoint
 from churn_jax.study import train
 from tests import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FLAGS = ["--config=experiments/mnist1d.py:quick", "--config.methods=baseline,codistill",
-         "--config.num_train_steps=400", "--config.checkpoint_every_steps=40",
-         "--config.progress=False"]
-
-
-def cli(workdir, cache, *extra):
-  """Starts the CLI; its output goes to a file (a pipe nobody reads would block it)."""
-  env = dict(os.environ, PYTHONPATH=ROOT, CHURN_JAX_CACHE=cache)
-  log = tempfile.NamedTemporaryFile("w+", dir=cache, suffix=".log", delete=False)
-  proc = subprocess.Popen([sys.executable, "launch/main.py", f"--workdir={workdir}", *FLAGS,
-                           *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          text=True)
-  proc.log_path = log.name
-  return proc
-
-
-finish = testing.finish
-
 
 def read(path):
   with open(path, "rb") as f:
     return f.read()
-
-
-class KillResumeTest(absltest.TestCase):
-
-  def test_sigkill_then_rerun_matches_uninterrupted_run_bitwise(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      full = cli(f"{tmp}/full", tmp)
-      out = finish(full)
-      self.assertEqual(full.returncode, 0, out[-2000:])
-
-      killed = cli(f"{tmp}/killed", tmp)
-      # Kill in the middle of the second method, once it has a checkpoint to resume from.
-      deadline = time.time() + 300
-      while not glob.glob(f"{tmp}/killed/checkpoints/codistill-*/1[26]0"):
-        self.assertIsNone(killed.poll(), "the study finished before it could be killed")
-        self.assertLess(time.time(), deadline)
-        time.sleep(0.05)
-      killed.send_signal(signal.SIGKILL)
-      finish(killed)
-      with open(f"{tmp}/killed/results.json") as f:
-        self.assertEqual(list(json.load(f)["methods"]), ["baseline"])  # Finished before kill.
-      timings_before = json.loads(read(f"{tmp}/killed/timings.json"))
-
-      resumed = cli(f"{tmp}/killed", tmp)
-      out = finish(resumed)
-      self.assertEqual(resumed.returncode, 0, out[-2000:])
-      self.assertIn("resumed from step", out)
-      self.assertIn("baseline: finished earlier, results reused", out)
-      for name in ("results.json", "results.csv", "results.md"):
-        self.assertEqual(read(f"{tmp}/full/{name}"), read(f"{tmp}/killed/{name}"), name)
-      # The baseline was not trained again.
-      timings_after = json.loads(read(f"{tmp}/killed/timings.json"))
-      self.assertEqual(timings_before["baseline"], timings_after["baseline"])
 
 
 class InProcessTest(absltest.TestCase):

@@ -1,9 +1,11 @@
-"""Whole-study smoke tests: the library entry point and the CLI on the quick MNIST-1D config."""
+"""Whole-study smoke tests: the library entry point on the quick MNIST-1D config.
+
+The command line's overrides and printed table are checked on the shared reference study of
+tests/runtime/faults_test.py; a typo in an override there and in tests/outputs/compare_test.py.
+"""
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -12,8 +14,6 @@ import numpy as np
 from churn_jax import metrics
 from churn_jax.study import train
 from experiments import mnist1d
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def quick_config(cache_dir):
@@ -64,32 +64,6 @@ class StudyTest(absltest.TestCase):
       deployed = method.deployed_probs(out.member_probs)
       np.testing.assert_allclose(metrics.pairwise(metrics.churn, deployed)["mean"], expected,
                                  rtol=1e-6)
-
-
-class CliTest(absltest.TestCase):
-
-  def _run(self, *flags, cache):
-    env = dict(os.environ, PYTHONPATH=ROOT, CHURN_JAX_CACHE=cache)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "launch", "main.py"), *flags],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-  def test_cli_overrides_and_table(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      proc = self._run("--config=experiments/mnist1d.py:quick", f"--workdir={tmp}/wd",
-                       "--config.methods=baseline", "--config.num_runs=2",
-                       "--config.num_train_steps=30", "--config.progress=False", cache=tmp)
-      self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-      self.assertIn("| baseline | 2 | 1x | 1x |", proc.stdout)
-      with open(os.path.join(tmp, "wd", "results.json")) as f:
-        self.assertEqual(json.load(f)["methods"]["baseline"]["num_runs"], 2)
-
-  def test_cli_typo_in_override_fails(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      proc = self._run("--config=experiments/mnist1d.py:quick", f"--workdir={tmp}/wd",
-                       "--config.num_runz=2", cache=tmp)
-      self.assertNotEqual(proc.returncode, 0)
-      self.assertIn("num_runz", proc.stderr)
-      self.assertFalse(os.path.exists(os.path.join(tmp, "wd")))
 
 
 if __name__ == "__main__":
