@@ -12,6 +12,13 @@ _CACHE_HOME = tempfile.mkdtemp(prefix=f"churn_jax_tests_{os.environ.get('PYTEST_
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 atexit.register(shutil.rmtree, _CACHE_HOME, True)
 
+# Fixtures built once per test run and shared by the xdist workers (tests/testing.py:
+# shared_dir): this process makes the folder before it starts the workers, which inherit the
+# variable; the process that made it removes it at exit.
+if "CHURN_JAX_TEST_SHARED" not in os.environ:
+  os.environ["CHURN_JAX_TEST_SHARED"] = tempfile.mkdtemp(prefix="churn_jax_tests_shared_")
+  atexit.register(shutil.rmtree, os.environ["CHURN_JAX_TEST_SHARED"], True)
+
 
 # Per-test CPU (this process and the child processes it waited for), for finding what the
 # suite spends its 2 cores on: CHURN_JAX_TEST_CPU=FILE appends "cpu_s wall_s nodeid" lines.

@@ -1,8 +1,13 @@
 """Tiny configs and synthetic datasets shared by the tests (kept small: 2 CPU cores)."""
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -67,3 +72,67 @@ def finish(proc, timeout=600) -> str:
   proc.wait(timeout=timeout)
   with open(proc.log_path) as f:
     return f.read()
+
+
+def _sources_hash() -> str:
+  """sha256 of the churn_jax sources and this file: a cached result is only reused unchanged."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  digest = hashlib.sha256()
+  for base in ("churn_jax", "experiments"):
+    for folder, dirs, files in sorted(os.walk(os.path.join(root, base))):
+      dirs.sort()
+      for name in sorted(files):
+        if name.endswith(".py"):
+          path = os.path.join(folder, name)
+          digest.update(os.path.relpath(path, root).encode())
+          with open(path, "rb") as f:
+            digest.update(f.read())
+  with open(os.path.abspath(__file__), "rb") as f:
+    digest.update(f.read())
+  return digest.hexdigest()
+
+
+def shared_dir(name: str, config, build: Callable[[str], None]) -> str:
+  """A folder built once per test run by `build(folder)`, shared by every pytest worker.
+
+  Keyed by `name`, the config and the sources (a change to either builds anew). Under xdist a
+  session fixture is per worker, so the folder lives under $CHURN_JAX_TEST_SHARED (made by
+  tests/conftest.py before the workers start) and a file lock lets one worker build it while
+  the others wait. Treat it as read-only: copy it (shutil.copytree) before writing into it.
+  """
+  root = os.environ["CHURN_JAX_TEST_SHARED"]
+  key = hashlib.sha256((name + config.to_json_best_effort(sort_keys=True) +
+                        _sources_hash()).encode()).hexdigest()[:16]
+  path = os.path.join(root, f"{name}-{key}")
+  with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not os.path.isdir(path):
+      partial = path + ".partial"
+      shutil.rmtree(partial, ignore_errors=True)  # A build that failed earlier.
+      build(partial)
+      os.rename(partial, path)  # Complete or absent, never half-built.
+  return path
+
+
+def study_config():
+  """The shared finished study: a baseline, a co-distillation deploying member 0 and an
+  ensemble deploying the mean, with learning curves."""
+  config = tiny_config(num_runs=3, num_steps=4, methods="baseline,codistill,ensemble2")
+  config.method_configs.ensemble2 = dict(kind="ensemble", num_members=2)
+  config.schurn_alpha = 2.0  # Not the default, so a dropped alpha shows.
+  config.eval_every_steps = 2
+  return config
+
+
+def finished_study(workdir: str):
+  """Copies the shared finished study (study_config(), trained once per test run) into
+  `workdir`; returns its config."""
+  config = study_config()
+  # The data cache is shared too (written by the one build, under its lock); the config
+  # handed back is the one the study ran with, so a rerun on the copy reuses its results.
+  config.data.cache_dir = os.path.join(os.environ["CHURN_JAX_TEST_SHARED"], "mnist1d")
+  def build(path):
+    from churn_jax.study import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config.copy_and_resolve_references(), os.path.join(path, "wd"))
+  shutil.copytree(os.path.join(shared_dir("study", config, build), "wd"), workdir)
+  return config

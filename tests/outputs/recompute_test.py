@@ -161,15 +161,10 @@ class RecomputeTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
-    config = testing.tiny_config(num_runs=3, num_steps=4,
-                                 methods="baseline,codistill,ensemble2")
-    config.method_configs.ensemble2 = dict(kind="ensemble", num_members=2)
-    config.schurn_alpha = SCHURN_ALPHA
-    config.eval_every_steps = 2
-    config.data.cache_dir = cls.tmp
-    cls.config = config
     cls.workdir = os.path.join(cls.tmp, "wd")
-    train.train_and_evaluate(config, cls.workdir)
+    # Trained once per test run, shared with other files (tests/testing.py: finished_study).
+    cls.config = testing.finished_study(cls.workdir)
+    assert cls.config.schurn_alpha == SCHURN_ALPHA
     with open(os.path.join(cls.workdir, "results.json")) as f:
       cls.results = json.load(f)
 
