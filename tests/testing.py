@@ -56,13 +56,15 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   return config
 
 
-def run_child(test_file: str) -> subprocess.CompletedProcess:
+def run_child(test_file: str, env=None) -> subprocess.CompletedProcess:
   """Runs `python test_file child` (a test file's multi-device half) from the repo root.
 
   Fake CPU devices must be requested before jax is imported, and pytest has imported it, so
-  those checks run in a fresh process.
+  those checks run in a fresh process. `env`: variables to set (None: to remove).
   """
-  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+             **(env or {}))
+  env = {k: v for k, v in env.items() if v is not None}
   return subprocess.run([sys.executable, test_file, "child"], env=env, capture_output=True,
                         text=True, timeout=600)
 

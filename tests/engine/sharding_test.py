@@ -1,12 +1,10 @@
 """A sharded stacked step on 8 fake CPU devices equals the unsharded step.
 
-The fake devices (chex.set_n_cpu_devices) must be requested before JAX initialises its
-backends, and pytest has run JAX for other tests first, so the checks run in a fresh
-subprocess of this file (`python tests/engine/sharding_test.py child`).
+The fake devices (host_devices.configure, as the trainer asks for them) must be requested
+before JAX initialises its backends, and pytest has run JAX for other tests first, so the
+checks run in a fresh subprocess of this file (`python tests/engine/sharding_test.py child`).
 """
 
-import os
-import subprocess
 import sys
 
 from absl.testing import absltest
@@ -15,13 +13,16 @@ import jax
 import numpy as np
 
 _CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
-if _CHILD:
-  chex.set_n_cpu_devices(8)  # Before any JAX computation of this process.
 
 from churn_jax import methods
 from churn_jax.engine import sharding
 from churn_jax.runtime import host_devices
 from churn_jax.study import train
+
+if _CHILD:
+  # Before any JAX computation of this process, through the trainer's own call (this was a
+  # child process of its own: test_configure_in_a_fresh_process).
+  _CONFIGURED = host_devices.configure(8)
 
 
 class MeshShapeTest(absltest.TestCase):
@@ -61,26 +62,21 @@ class HostDevicesTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "cpu_devices must be >= 0"):
       host_devices.requested_count(config)
 
-  def test_configure_in_a_fresh_process(self):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-    code = ("from churn_jax.runtime import host_devices; n = host_devices.configure(3); import jax; "
-            "print(n, jax.device_count(), host_devices.configure(2))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=120)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-    # 3 devices; asking again after initialisation keeps the 3 and says so.
-    self.assertEqual(proc.stdout.split(), ["3", "3", "3"])
-
   def test_sharded_equals_unsharded_on_8_devices(self):
     from tests import testing
-    proc = testing.run_child(__file__)
+    # XLA_FLAGS would fix the device count before host_devices.configure could.
+    proc = testing.run_child(__file__, env={"XLA_FLAGS": None})
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("OK", proc.stderr)
 
 
 class ChildTest(absltest.TestCase):
   """Runs in the child process only, where 8 fake devices exist."""
+
+  def test_configure_sets_the_count_then_keeps_it(self):
+    self.assertEqual((_CONFIGURED, jax.device_count()), (8, 8))
+    # Asking again after initialisation keeps the 8 and says so.
+    self.assertEqual(host_devices.configure(2), 8)
 
   def test_sharded_step(self):
     self.assertEqual(jax.device_count(), 8)

@@ -237,46 +237,63 @@ class SweepSequentialTest(absltest.TestCase):
     self.assertFalse(os.path.exists(f"{workdir}/sweep"))
 
 
-# Runs in a child process (see the module docstring); prints the study's results as JSON.
+# Runs in one child process (see the module docstring) for every study of RunlocalTrainingTest,
+# so tensorflow, tfds and jax are imported once; prints each study's results as JSON.
 _TRAIN = """
-import importlib.util, json
+import importlib.util, json, sys
 import tensorflow_datasets as tfds
 from churn_jax.study import train
-spec = importlib.util.spec_from_file_location("cfg", {path!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = module.get_config("runlocal")
-config.methods = {methods!r}
-config.strategy = "vmap"  # One traced model: compiles faster than "loop" on CPU.
-with tfds.testing.mock_data(num_examples=48):
-  results = train.train_and_evaluate(config, {workdir!r})
-print("RESULTS=" + json.dumps(results["methods"], default=str))
+for name, path, methods, workdir in json.loads(sys.argv[1]):
+  spec = importlib.util.spec_from_file_location("cfg_" + name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("runlocal")
+  config.methods = methods
+  config.strategy = "vmap"  # One traced model: compiles faster than "loop" on CPU.
+  with tfds.testing.mock_data(num_examples=48):
+    results = train.train_and_evaluate(config, workdir)
+  print(f"RESULTS {name}=" + json.dumps(results["methods"], default=str), flush=True)
 """
+
+# Table 2's co-distillation, 2-ensemble distillation and Anil et al. rows, Table 6's ensemble
+# (cifar10), and a regulariser (svhn).
+_STUDIES = {"cifar10": "baseline,ensemble2,ens_distill,codistill_ce,codistill",
+            "svhn": "baseline,skl"}
 
 
 class RunlocalTrainingTest(absltest.TestCase):
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="churn_jax_runlocal_")
+    studies = [(name, os.path.join(_ROOT, f"experiments/{name}.py"), methods,
+                os.path.join(cls.tmp, name)) for name, methods in _STUDIES.items()]
+    cls.proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(studies)], cwd=_ROOT,
+                              env=_child_env(), capture_output=True, text=True, timeout=1800)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
   def train(self, name: str, methods: str):
-    workdir = tempfile.mkdtemp(prefix=f"churn_jax_{name}_")
-    self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
-    code = _TRAIN.format(path=os.path.join(_ROOT, f"experiments/{name}.py"),
-                         methods=methods, workdir=workdir)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, env=_child_env(),
-                          capture_output=True, text=True, timeout=1200)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS=")][-1]
-    results = json.loads(line[len("RESULTS="):])
+    self.assertEqual(methods, _STUDIES[name])
+    lines = [l for l in self.proc.stdout.splitlines() if l.startswith(f"RESULTS {name}=")]
+    self.assertTrue(lines, self.proc.stderr[-3000:])
+    results = json.loads(lines[-1].split("=", 1)[1])
     self.assertEqual(sorted(results), sorted(methods.split(",")))
     for entry in results.values():
       self.assertEqual(entry["num_runs"], 2)
       self.assertBetween(entry["accuracy"]["mean"], 0.0, 1.0)
       self.assertBetween(entry["churn"]["mean"], 0.0, 1.0)
-    self.assertTrue(os.path.exists(os.path.join(workdir, "results.md")))
+    self.assertTrue(os.path.exists(os.path.join(self.tmp, name, "results.md")))
     return results
 
+  def test_child_exits_cleanly(self):
+    self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-3000:])
+
   def test_cifar10_runlocal_trains_codistillation_ensembles_distillation_and_anil(self):
-    # Table 2's co-distillation, 2-ensemble distillation and Anil et al. rows, Table 6's
-    # ensemble: one study, so the child process and the mock dataset are set up once.
     results = self.train("cifar10", "baseline,ensemble2,ens_distill,codistill_ce,codistill")
     self.assertEqual(results["codistill"]["num_members"], 2)
     self.assertEqual(results["ensemble2"]["num_members"], 2)
