@@ -1,12 +1,13 @@
 """Tiny configs and synthetic datasets shared by the tests (kept small: 2 CPU cores)."""
 
-import contextlib
+import atexit
 import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Callable
 
 import ml_collections
@@ -94,6 +95,14 @@ def _sources_hash() -> str:
   return digest.hexdigest()
 
 
+def _shared_root() -> str:
+  """$CHURN_JAX_TEST_SHARED; a folder of this process's own when run without pytest."""
+  if "CHURN_JAX_TEST_SHARED" not in os.environ:  # `python tests/.../x_test.py`.
+    os.environ["CHURN_JAX_TEST_SHARED"] = tempfile.mkdtemp(prefix="churn_jax_tests_shared_")
+    atexit.register(shutil.rmtree, os.environ["CHURN_JAX_TEST_SHARED"], True)
+  return os.environ["CHURN_JAX_TEST_SHARED"]
+
+
 def shared_dir(name: str, config, build: Callable[[str], None]) -> str:
   """A folder built once per test run by `build(folder)`, shared by every pytest worker.
 
@@ -102,7 +111,7 @@ def shared_dir(name: str, config, build: Callable[[str], None]) -> str:
   tests/conftest.py before the workers start) and a file lock lets one worker build it while
   the others wait. Treat it as read-only: copy it (shutil.copytree) before writing into it.
   """
-  root = os.environ["CHURN_JAX_TEST_SHARED"]
+  root = _shared_root()
   key = hashlib.sha256((name + config.to_json_best_effort(sort_keys=True) +
                         _sources_hash()).encode()).hexdigest()[:16]
   path = os.path.join(root, f"{name}-{key}")
@@ -132,7 +141,7 @@ def finished_study(workdir: str):
   config = study_config()
   # The data cache is shared too (written by the one build, under its lock); the config
   # handed back is the one the study ran with, so a rerun on the copy reuses its results.
-  config.data.cache_dir = os.path.join(os.environ["CHURN_JAX_TEST_SHARED"], "mnist1d")
+  config.data.cache_dir = os.path.join(_shared_root(), "mnist1d")
   def build(path):
     from churn_jax.study import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config.copy_and_resolve_references(), os.path.join(path, "wd"))
