@@ -174,6 +174,52 @@ def summary_latex(rows, caption: str = "") -> str:
   return "\n".join(lines + [r"\end{table}"]) + "\n"
 
 
+VERDICT_TABLES = ("differences*.csv", "protocol_table2_*.csv")
+
+
+def read_verdicts(workdir: str) -> Dict[Tuple[str, str, str], str]:
+  """(table file, method, metric) -> verdict of every verdict table in `workdir` (Table 2s,
+  differences*), as they are on disk now; tables of any earlier version read the same way."""
+  import glob  # pylint: disable=g-import-not-at-top
+  out = {}
+  for pattern in VERDICT_TABLES:
+    for path in sorted(glob.glob(os.path.join(workdir, pattern))):
+      with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+          for column, value in row.items():
+            if column and column.startswith("d_") and column.endswith("_verdict") and value:
+              out[(os.path.basename(path), row["method"], column[2:-8])] = value
+  return out
+
+
+def verdict_changes(before: Dict[Tuple[str, str, str], str],
+                    after: Dict[Tuple[str, str, str], str]) -> List[str]:
+  """One line per verdict that differs (or is new) in `after` against `before`."""
+  lines = []
+  for key in sorted(after):
+    old = before.get(key)
+    if old != after[key]:
+      table, method, metric = key
+      lines.append(f"{table}: {method} {metric}: {old or '(none)'} -> {after[key]}")
+  return lines
+
+
+def write_verdict_changes(workdir: str, before: Dict[Tuple[str, str, str], str]) -> List[str]:
+  """WORKDIR/verdict_changes.md: what the tables say now that they did not before (nothing is
+  written when no verdict table existed before)."""
+  if not before:
+    return []
+  lines = verdict_changes(before, read_verdicts(workdir))
+  path = os.path.join(workdir, "verdict_changes.md")
+  body = ("# Verdicts changed by `churn-jax report`\n\n"
+          "Each verdict table before this report against the same table after it (statistics: "
+          "churn_jax/protocol/stats.py).\n\n"
+          + ("\n".join(f"- {line}" for line in lines) if lines else "No verdict changed.")
+          + "\n")
+  results_files.atomic_write(path, body)
+  return [path]
+
+
 def curves_csv(results: Dict[str, Any]) -> str:
   """method, coefficient, and mean/std of churn, accuracy, entropy (Figures 2, 3, 5)."""
   buf = io.StringIO()

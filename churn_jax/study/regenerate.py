@@ -182,6 +182,7 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
     raise ValueError(f"--against: no method {unknown[0]!r} in {workdir}/results.json; it has "
                      f"{', '.join(results['methods'])}")
   alpha = float(results.get("config", {}).get("schurn_alpha", 1.0))
+  verdicts_before = protocol_tables.read_verdicts(workdir)
   fresh = copy.deepcopy(results)
   warnings = []
   for name, entry in results["methods"].items():
@@ -206,4 +207,5 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
     written += _rewrite_protocol(workdir, fresh)
   for name in against:
     written += write_differences(workdir, fresh, against=name)
+  written += protocol_tables.write_verdict_changes(workdir, verdicts_before)
   return written + write_plots(workdir, fresh), warnings
