@@ -183,7 +183,7 @@ def verdict_text(d: Dict[str, Any], scale: float = 100.0) -> str:
   text = f"{scale * d['diff']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}] "
   text += d["verdict"]
   p = d.get("p_holm", d["p_value"])
-  text += f" (p={p:.3f}" + (", Holm" if "p_holm" in d else "")
+  text += (" (p<0.001" if p < 0.001 else f" (p={p:.3f}") + (", Holm" if "p_holm" in d else "")
   if d["verdict"] == "cannot tell":
     text += f"; MDE {scale * d['mde']:.2f}"
   return text + ")"
