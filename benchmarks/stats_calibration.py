@@ -1,6 +1,7 @@
 """False-verdict rate and power of the candidate verdicts, on simulated studies.
 
   python benchmarks/stats_calibration.py [--runs 3,5,10] [--sims 400] [--metrics all]
+      [--scenarios null,churn,accuracy] [--shared 0.3] [--seed 0]
 
 For each R and scenario (null: method and reference drawn from one distribution; churn: the
 method's run noise scaled by 0.9; accuracy: its true-class margin +0.1; churn_jax/protocol/
@@ -103,6 +104,7 @@ def main(argv):
   parser.add_argument("--shared", type=float, default=0.3,
                       help="share of run noise common to run r of both methods")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--scenarios", default="null,churn,accuracy")
   args = parser.parse_args(argv)
   metrics = (simulate.PER_RUN + simulate.PAIR if args.metrics == "all"
              else tuple(args.metrics.split(",")))
@@ -111,6 +113,8 @@ def main(argv):
         flush=True)
   for r in map(int, args.runs.split(",")):
     for effect, size in SCENARIOS:
+      if str(effect).replace("None", "null") not in args.scenarios.split(","):
+        continue
       start = time.time()
       logits_all, labels_all, pairs = [], [], []
       for lo in range(0, args.sims, 25):
