@@ -287,15 +287,20 @@ class RecomputeTest(absltest.TestCase):
     self.assertEqual(rows["baseline"]["d_churn_diff"], "")
     for name in ("codistill", "ensemble2"):
       for key, lower_is_better in (("churn", True), ("accuracy", False)):
-        r = {s: rows[name][f"d_{key}_{s}"] for s in ("diff", "low", "high", "verdict")}
+        r = {s: rows[name][f"d_{key}_{s}"]
+             for s in ("diff", "low", "high", "verdict", "p_value", "p_holm")}
         diff = want[name][key]["mean"] - want["baseline"][key]["mean"]
         self.assertAlmostEqual(float(r["diff"]), diff, delta=TOL, msg=f"{name} {key}")
         low, high = float(r["low"]), float(r["high"])
         self.assertLessEqual(low, high)
-        better = high < 0 if lower_is_better else low > 0
-        worse = low > 0 if lower_is_better else high < 0
-        self.assertEqual(r["verdict"], "held" if better else "reversed" if worse
-                         else "cannot tell", f"{name} {key}")
+        # The unadjusted p is below 5% exactly when the 95% interval excludes 0; the verdict
+        # follows the Holm-adjusted p (churn_jax/protocol/stats.py).
+        self.assertEqual(float(r["p_value"]) < 0.05, low > 0 or high < 0, f"{name} {key}")
+        self.assertGreaterEqual(float(r["p_holm"]), float(r["p_value"]))
+        significant = float(r["p_holm"]) < 0.05
+        better = (diff < 0) == lower_is_better
+        self.assertEqual(r["verdict"], "cannot tell" if not significant else "held" if better
+                         else "reversed", f"{name} {key}")
     os.remove(path)
     self.assertEqual(cli.main(["report", self.workdir]), 0)
     with open(path) as f:
