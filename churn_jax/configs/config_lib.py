@@ -128,13 +128,19 @@ def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=F
   return sweep
 
 
-def regularized_codistill_sweep(entropy_betas, skl_betas):
-  """Sweep entries over the regulariser weight of eq. 19 (co-distillation's beta fixed).
+def regularized_codistill_sweep(entropy_betas, skl_betas, staged=True):
+  """Sweep entries over the regulariser weight of eq. 19.
 
-  App. A: the regularised co-distillation uses the regularisers' range of beta.
+  App. A: the regularised co-distillation uses the regularisers' range of beta and "only the
+  best beta value from the earlier experiments" for co-distillation's own beta. `staged`
+  (default) says so: every entry takes `beta.value` from the selected point of the
+  `codistill` sweep (a second stage, launch/sweep.py --mode=stacked); False keeps the config's
+  beta (one stage).
   """
+  fixed = {"from_selected": {"beta.value": "codistill"}} if staged else {}
   sweep = [{"methods": "codistill_entropy",
-            "method_configs.codistill_entropy.entropy_beta.value": b} for b in entropy_betas]
-  sweep += [{"methods": "codistill_skl", "method_configs.codistill_skl.skl_beta.value": b}
-            for b in skl_betas]
+            "method_configs.codistill_entropy.entropy_beta.value": b, **fixed}
+           for b in entropy_betas]
+  sweep += [{"methods": "codistill_skl", "method_configs.codistill_skl.skl_beta.value": b,
+             **fixed} for b in skl_betas]
   return sweep
