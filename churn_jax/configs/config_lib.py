@@ -109,6 +109,12 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "ens_distill": kd,
       "self_distill": dict(kind="distill", teacher="baseline", alpha=kd_alpha, temperature=1.0),
       "anti_distill": dict(kind="anti_distill", num_members=2, beta=anti_beta),
+      # The penalty on logits instead of probabilities (the abstract names "outputs").
+      "anti_distill_logits": dict(kind="anti_distill", num_members=2, beta=anti_beta,
+                                  outputs="logits"),
+      # Anti-distillation's control: its members share every batch (unlike ensemble2), so
+      # the shared-batch 2-ensemble is anti-distillation at lambda = 0 (same loss, same data).
+      "ensemble2_shared": dict(kind="ensemble", num_members=2, member_data="shared"),
       "ods_distill": dict(kd, perturbation="ods", step_size=perturb_step),
       "ods_conf_distill": dict(kd, perturbation="ods_confidence", step_size=perturb_step),
       "noise_distill": dict(kd, perturbation="gaussian", noise_std=noise_std),
@@ -116,6 +122,12 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
   # Nam et al. 2021: a BatchEnsemble student, member i distilled from teacher member i.
   configs.be_distill = dict(kd, kind="be_distill", teacher="ensemble4", ensemble_size=4)
   return configs
+
+
+# Anti-distillation against its control (issue 25): the shared-batch ensemble, the reference
+# ensemble2, and both output variants; launch/ablations.py sweeps lambda for both.
+ANTI_DISTILL_METHODS = "baseline,ensemble2_shared,ensemble2,anti_distill,anti_distill_logits"
+ANTI_DISTILL_BETAS = (0.1, 0.3, 1.0, 3.0)
 
 
 def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=False):
