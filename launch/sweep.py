@@ -48,7 +48,6 @@ def define_flags():
   flags.DEFINE_string("sweep", "", "stacked: 'method:key=v1,v2;...' instead of get_sweep().")
   flags.DEFINE_float("validation_fraction", 0.0, "stacked: hold out this fraction of the "
                      "training data to select coefficients on (0 = select on test only).")
-  flags.DEFINE_integer("bootstrap_samples", 2000, "stacked: bootstrap draws per interval.")
   flags.DEFINE_list("only", [], "Run only these entry names (default: all).")
   flags.DEFINE_bool("skip_done", True, "Skip entries whose results.json already has every "
                     "method (a restarted sweep resumes where it stopped).")
@@ -221,7 +220,7 @@ def run_stacked(config, entries) -> int:
   header = (f"# Protocol: {FLAGS.config}\n\nCommand: `{command}`\n\n"
             f"Wall time of this invocation (training reused entries is skipped): "
             f"{seconds:.0f} s on {machine()}.\n" + stages_text(results))
-  paths = tables.write_protocol(FLAGS.workdir, results, header, FLAGS.bootstrap_samples)
+  paths = tables.write_protocol(FLAGS.workdir, results, header)
   from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
   print(fileio.read_text(paths[0]), flush=True)
   print(f"wall time {seconds:.1f} s; wrote {', '.join(paths)}", flush=True)

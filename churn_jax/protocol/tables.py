@@ -7,8 +7,9 @@
     (the honest alternative: the validation split is held out of training, and the test
     numbers of that coefficient are an unbiased report);
   - the Table-2-style summary: the baseline and each method at its selected coefficient, with
-    the difference to the baseline, its bootstrap interval over runs and the verdict (held /
-    reversed / cannot tell), in Markdown, CSV and LaTeX;
+    the difference to the baseline in each of DIFF_METRICS, its interval, p-value, minimum
+    detectable effect and verdict (stats.difference; Holm over each column's methods), in
+    Markdown, CSV and LaTeX;
   - churn, accuracy and entropy against the coefficient (Bhojanapalli et al. Figures 2, 3, 5)
     as CSV and a PNG.
 """
@@ -28,6 +29,18 @@ METRICS = (("accuracy %", "accuracy", True), ("churn %", "churn", True),
            ("entropy", "entropy", False), ("ECE %", "ece", True), ("NLL", "nll", False))
 CURVE_METRICS = ("churn", "accuracy", "entropy")
 SELECTIONS = ("test", "validation")
+# (title, key): the metrics every Table 2 and differences table judges against its reference.
+DIFF_METRICS = (("churn", "churn"), ("accuracy", "accuracy"), ("SChurn", "schurn"),
+                ("churn correct", "churn_correct"), ("churn incorrect", "churn_incorrect"),
+                ("ECE", "ece"))
+DIFF_FIELDS = ("diff", "low", "high", "p_value", "p_holm", "mde", "verdict")
+HOLM_NOTE = ("Δ = method − {ref} in percentage points (SChurn ×100), [95% jackknife t-interval "
+             "over runs, paired by run index: run r of both shares its seeds]; the verdict is "
+             "decided by the Holm-adjusted p-value over the methods of each column (the CSV "
+             "keeps the unadjusted p_value beside p_holm): held = significantly better, "
+             "reversed = significantly worse, cannot tell = not significant, with the minimum "
+             "detectable effect (MDE, 80% power, unadjusted 5% level) at these runs; too few "
+             "runs = under 3 (docs/STATISTICS.md).\n")
 
 
 def groups(results: Dict[str, Any]) -> Dict[str, List[Tuple[str, Optional[float], dict]]]:
@@ -81,8 +94,9 @@ def coefficient_table(results: Dict[str, Any]) -> str:
 
 
 def summary_rows(results: Dict[str, Any], selection: str = "validation",
-                 baseline: str = "baseline", num_samples: int = 2000) -> List[Dict[str, Any]]:
-  """Table 2: the baseline and every method at the coefficient `selection` picks."""
+                 baseline: str = "baseline") -> List[Dict[str, Any]]:
+  """Table 2: the baseline and every method at the coefficient `selection` picks, each with
+  d_<metric> = stats.difference against `baseline`, verdicts Holm-adjusted per column."""
   if selection not in SELECTIONS:
     raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
   base = results["methods"].get(baseline)
@@ -99,31 +113,25 @@ def summary_rows(results: Dict[str, Any], selection: str = "validation",
       if key in entry:
         row[key] = entry[key]
     if base is not None and name != baseline:
-      for key, lower_is_better in (("churn", True), ("accuracy", False)):
-        interval = stats.bootstrap_difference(entry, base, key, num_samples)
-        row[f"d_{key}"] = dict(interval, verdict=stats.verdict(interval, lower_is_better),
-                               welch_p=stats.welch(entry, base, key))
+      for _, key in DIFF_METRICS:
+        if key in entry and key in base:
+          row[f"d_{key}"] = stats.difference(entry, base, key)
     rows.append(row)
+  for _, key in DIFF_METRICS:
+    stats.judge([r[f"d_{key}"] for r in rows if f"d_{key}" in r])
   return rows
 
 
-def _diff_text(d: Optional[Dict[str, Any]]) -> str:
-  if d is None:
-    return "-"
-  text = f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] {d['verdict']}"
-  return text + (f" (Welch p={d['welch_p']:.3f})" if d.get("welch_p") is not None else "")
-
-
 def summary_markdown(rows, baseline: str = "baseline") -> str:
-  header = ["method", "coefficient", "runs", "accuracy %", "churn %", "SChurn", "entropy",
-            f"Δchurn vs {baseline} [95% CI]", f"Δaccuracy vs {baseline} [95% CI]"]
+  header = ["method", "coefficient", "runs", "accuracy %", "churn %", "SChurn", "entropy"]
+  header += [f"Δ{title} vs {baseline}" for title, _ in DIFF_METRICS]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     cells = [r["method"], "-" if r["coefficient"] is None else f"{r['coefficient']:g}",
              str(r["runs"])]
     cells += [_fmt(r[k], p) if k in r else "-" for k, p in
               (("accuracy", True), ("churn", True), ("schurn", False), ("entropy", False))]
-    cells += [_diff_text(r.get("d_churn")), _diff_text(r.get("d_accuracy"))]
+    cells += [stats.verdict_text(r.get(f"d_{key}")) for _, key in DIFF_METRICS]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -133,16 +141,18 @@ def summary_csv(rows) -> str:
   writer = csv.writer(buf)
   header = ["method", "entry", "coefficient", "runs"]
   header += [f"{k}_{s}" for _, k, _ in METRICS for s in ("mean", "std")]
-  header += [f"d_{k}_{s}" for k in ("churn", "accuracy")
-             for s in ("diff", "low", "high", "verdict", "welch_p")]
+  header += [f"d_{k}_{s}" for _, k in DIFF_METRICS for s in DIFF_FIELDS]
   writer.writerow(header)
   for r in rows:
     line = [r["method"], r["entry"], r["coefficient"], r["runs"]]
     line += [r[k][s] if k in r else "" for _, k, _ in METRICS for s in ("mean", "std")]
-    line += [r.get(f"d_{k}", {}).get(s, "") for k in ("churn", "accuracy")
-             for s in ("diff", "low", "high", "verdict", "welch_p")]
+    line += [_blank(r.get(f"d_{k}", {}).get(s)) for _, k in DIFF_METRICS for s in DIFF_FIELDS]
     writer.writerow(line)
   return buf.getvalue()
+
+
+def _blank(value):
+  return "" if value is None else value
 
 
 def summary_latex(rows, caption: str = "") -> str:
@@ -154,9 +164,7 @@ def summary_latex(rows, caption: str = "") -> str:
            r"\midrule"]
   for r in rows:
     pm = lambda k: (_fmt(r[k], k != "schurn").replace("±", "$\\pm$") if k in r else "-")
-    d = r.get("d_churn")
-    diff = "-" if d is None else (f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, "
-                                  f"{100 * d['high']:+.2f}] {d['verdict']}")
+    diff = esc(stats.verdict_text(r.get("d_churn")))
     coef = "-" if r["coefficient"] is None else f"{r['coefficient']:g}"
     lines.append(f"{esc(r['method'])} & {coef} & {pm('accuracy')} & {pm('churn')} & "
                  f"{pm('schurn')} & {diff} \\\\")
@@ -210,8 +218,7 @@ def plot_curves(results: Dict[str, Any], path: str) -> Optional[str]:
   return path
 
 
-def write_protocol(workdir: str, results: Dict[str, Any], header: str = "",
-                   num_samples: int = 2000) -> List[str]:
+def write_protocol(workdir: str, results: Dict[str, Any], header: str = "") -> List[str]:
   """Writes protocol.md (both tables, both selections), protocol_table2_<selection>.{md,csv,
   tex}, protocol_curves.{csv,png} into `workdir`; returns the paths."""
   has_val = any("validation" in e for e in results["methods"].values())
@@ -223,16 +230,14 @@ def write_protocol(workdir: str, results: Dict[str, Any], header: str = "",
            "validation split held out of training (the honest selection).\n",
            coefficient_table(results)]
   for selection in selections:
-    rows = summary_rows(results, selection, num_samples=num_samples)
+    rows = summary_rows(results, selection)
     stem = os.path.join(workdir, f"protocol_table2_{selection}")
     for ext, body in (("md", summary_markdown(rows)), ("csv", summary_csv(rows)),
                       ("tex", summary_latex(rows, f"selected on {selection} churn"))):
       results_files.atomic_write(f"{stem}.{ext}", body)
       paths.append(f"{stem}.{ext}")
     text += [f"\n## Table 2, coefficient selected on {selection} churn\n",
-             "Δ = method − baseline in percentage points; [95% bootstrap interval over runs]; "
-             "held = the interval excludes 0 on the better side, reversed = on the worse side, "
-             "cannot tell = it contains 0.\n", summary_markdown(rows)]
+             HOLM_NOTE.format(ref="baseline"), summary_markdown(rows)]
   results_files.atomic_write(os.path.join(workdir, "protocol_curves.csv"), curves_csv(results))
   paths.append(os.path.join(workdir, "protocol_curves.csv"))
   png = plot_curves(results, os.path.join(workdir, "protocol_curves.png"))

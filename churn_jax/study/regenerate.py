@@ -2,8 +2,8 @@
 
 Every study calls `write_plots` at its end; `regenerate` recomputes each method's metrics from
 WORKDIR/predictions/<method>.npz (checked against the sha256 in results.json), rewrites
-results.{md,csv,tex} and differences.{md,csv} (each method against the baseline, with
-bootstrap intervals) from them and redraws the plots, so what a reader sees always follows
+results.{md,csv,tex} and differences.{md,csv} (each method against the baseline, every
+verdict re-derived by churn_jax.protocol.stats.difference) from them and redraws the plots, so what a reader sees always follows
 from files they can open. results.json itself is left as the study wrote it.
 """
 
@@ -118,13 +118,14 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
   return written
 
 
-def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 2000,
+def write_differences(workdir: str, results: Dict[str, Any],
                       against: str = "baseline") -> List[str]:
-  """Writes WORKDIR/differences.{md,csv}: each method minus the baseline in churn and accuracy,
-  with a 95% bootstrap interval over runs and a verdict (churn_jax/protocol/stats.py). With
-  `against` another method (a 2-ensemble, plain distillation), differences_vs_<against>.*.
+  """Writes WORKDIR/differences.{md,csv}: each method minus the baseline in every metric of
+  protocol.tables.DIFF_METRICS, each through churn_jax.protocol.stats.difference (interval,
+  p-value, minimum detectable effect), verdicts Holm-adjusted per column. With `against`
+  another method (a 2-ensemble, plain distillation), differences_vs_<against>.*.
 
-  A claim such as "method X reduces churn" is only as good as this interval: with R runs the
+  A claim such as "method X reduces churn" is only as good as this test: with R runs the
   spread of churn between run pairs is often as large as the difference between methods.
   Nothing is written without a baseline or with fewer than 2 runs (no pair to compare).
   """
@@ -132,15 +133,11 @@ def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 
   base = methods.get(against)
   if base is None or int(base.get("num_runs", 0)) < 2 or "churn" not in base:
     return []
-  rows = protocol_tables.summary_rows(results, "test", baseline=against,
-                                      num_samples=num_samples)
+  rows = protocol_tables.summary_rows(results, "test", baseline=against)
   runs = int(base["num_runs"])
   stem = DIFFERENCES_STEM if against == "baseline" else f"{DIFFERENCES_STEM}_vs_{against}"
   text = (f"# Differences against {against} ({runs} runs per method)\n\n"
-          "Δ = method − baseline in percentage points, [95% percentile bootstrap interval over "
-          f"runs, {num_samples} draws; churn resamples runs and averages their pairs]; held = "
-          "the interval excludes 0 on the better side, reversed = on the worse side, cannot "
-          "tell = it contains 0. Welch's p is on the per-run accuracies.\n\n"
+          + protocol_tables.HOLM_NOTE.format(ref=against) + "\n"
           + protocol_tables.summary_markdown(rows, against))
   paths = []
   for ext, body in (("md", text), ("csv", protocol_tables.summary_csv(rows))):

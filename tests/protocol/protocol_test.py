@@ -49,36 +49,78 @@ class StatsTest(absltest.TestCase):
       expected = np.mean(probs[i].argmax(-1) != probs[j].argmax(-1))
       self.assertAlmostEqual(matrix[i, j], expected, places=6)
 
-  def test_constant_values_give_a_point_interval_and_verdicts(self):
+  def test_constant_differences_give_a_point_interval_and_verdicts(self):
     res = _results()["methods"]
-    d = stats.bootstrap_difference(res["ent@beta=0.1"], res["baseline"], "churn", 200)
+    d = stats.difference(res["ent@beta=0.1"], res["baseline"], "churn")
     self.assertAlmostEqual(d["diff"], -0.06)
     self.assertAlmostEqual(d["low"], -0.06)
     self.assertAlmostEqual(d["high"], -0.06)
-    self.assertEqual(stats.verdict(d, lower_is_better=True), "held")
-    self.assertEqual(stats.verdict(d, lower_is_better=False), "reversed")
-    self.assertEqual(stats.verdict({"low": -0.1, "high": 0.2}, True), "cannot tell")
+    self.assertEqual(d["verdict"], "held")
+    d = stats.difference(res["ent@beta=0.1"], res["baseline"], "churn", lower_is_better=False)
+    self.assertEqual(d["verdict"], "reversed")
 
-  def test_bootstrap_resamples_runs_not_pairs(self):
-    # Run 0 disagrees with everyone, runs 1-3 agree: the pairs are far from independent.
-    churn = [1, 1, 1, 0, 0, 0]  # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
-    entry = {"num_runs": 4, "churn": _summary(churn)}
-    base = {"num_runs": 4, "churn": _summary([0] * 6)}
-    d = stats.bootstrap_difference(entry, base, "churn", 4000, seed=1)
-    # A draw without run 0 has churn 0: probability (3/4)^4 = 0.32, so the 2.5% quantile is 0.
-    self.assertEqual(d["low"], 0.0)
-    self.assertGreater(d["high"], 0.5)
-    self.assertEqual(stats.verdict(d, True), "cannot tell")
+  def test_per_run_metric_is_the_paired_t_test(self):
+    a = {"num_runs": 4, "accuracy": _summary([.80, .82, .81, .83])}
+    b = {"num_runs": 4, "accuracy": _summary([.78, .81, .79, .80])}
+    d = stats.difference(a, b, "accuracy")
+    x, y = np.array(a["accuracy"]["values"]), np.array(b["accuracy"]["values"])
+    self.assertAlmostEqual(d["p_value"], sp_stats.ttest_rel(x, y).pvalue, places=10)
+    half = sp_stats.t.ppf(0.975, 3) * (x - y).std(ddof=1) / 2
+    self.assertAlmostEqual(d["low"], (x - y).mean() - half, places=10)
+    self.assertEqual(d["df"], 3)
 
-  def test_welch_matches_the_formula(self):
+  def test_unequal_runs_fall_back_to_welch(self):
     a = {"num_runs": 4, "accuracy": _summary([.80, .82, .81, .83])}
     b = {"num_runs": 3, "accuracy": _summary([.78, .79, .77])}
     x, y = np.array(a["accuracy"]["values"]), np.array(b["accuracy"]["values"])
-    va, vb = x.var(ddof=1) / 4, y.var(ddof=1) / 3
-    t = (x.mean() - y.mean()) / np.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
-    self.assertAlmostEqual(stats.welch(a, b, "accuracy"), 2 * sp_stats.t.sf(abs(t), dof))
-    self.assertIsNone(stats.welch(a, b, "churn"))  # Pairs are not independent samples.
+    d = stats.difference(a, b, "accuracy")
+    self.assertEqual(d["test"], "jackknife Welch t")
+    self.assertAlmostEqual(d["p_value"], sp_stats.ttest_ind(x, y, equal_var=False).pvalue,
+                           places=10)
+
+  def test_pair_metric_jackknife_leaves_runs_out(self):
+    # Run 0 disagrees with everyone, runs 1-3 agree: the pairs are far from independent.
+    churn = [1, 1, 1, 0, 0, 0]  # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    reps = stats.jackknife_values(_summary(churn), "churn", 4)
+    # Without run 0 only (1,2) (1,3) (2,3) remain: 0; without run 1: (0,2) (0,3) (2,3) = 2/3.
+    np.testing.assert_allclose(reps, [0, 2 / 3, 2 / 3, 2 / 3])
+    entry = {"num_runs": 4, "churn": _summary(churn)}
+    base = {"num_runs": 4, "churn": _summary([0] * 6)}
+    d = stats.difference(entry, base, "churn")
+    se = np.sqrt(3 / 4 * np.sum((reps - reps.mean()) ** 2))
+    self.assertAlmostEqual(d["se"], se)
+    self.assertAlmostEqual(d["p_value"], 2 * sp_stats.t.sf(0.5 / se, 3))
+    self.assertEqual(d["verdict"], "cannot tell")
+    self.assertGreater(d["mde"], 0.5)  # It could not have detected the 0.5 it saw.
+
+  def test_undefined_slice_pairs_are_left_out(self):
+    values = [0.2, None, 0.4, 0.1, 0.3, 0.5]
+    reps = stats.jackknife_values({"values": values}, "churn_correct", 4)
+    # Without run 1: pairs (0,2)=None, (0,3)=0.4, (2,3)=0.5.
+    self.assertAlmostEqual(reps[1], 0.45)
+    self.assertAlmostEqual(reps[0], np.mean([0.1, 0.3, 0.5]))
+
+  def test_too_few_runs(self):
+    a = {"num_runs": 2, "churn": _summary([0.1]), "accuracy": _summary([.8, .9])}
+    d = stats.difference(a, a, "churn")
+    self.assertEqual(d["verdict"], "too few runs")
+    self.assertIsNone(d["low"])
+    self.assertEqual(stats.verdict_text(d), "+0.00 too few runs")
+
+  def test_holm_matches_the_step_down_rule(self):
+    p = [0.01, 0.04, None, 0.03, 0.005]
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, running maximum.
+    self.assertEqual(stats.holm(p), [0.03, 0.06, None, 0.06, 0.02])
+    ds = [dict(diff=-1.0, p_value=q, level=0.95, lower_is_better=True)
+          for q in (0.01, 0.03, 0.04)]
+    stats.judge(ds)  # Unadjusted, all three would be held.
+    self.assertEqual([d["verdict"] for d in ds], ["held", "cannot tell", "cannot tell"])
+    np.testing.assert_allclose([d["p_holm"] for d in ds], [0.03, 0.06, 0.06])
+
+  def test_a_metric_without_a_better_side_needs_one(self):
+    a = {"num_runs": 3, "entropy": _summary([1, 2, 3])}
+    with self.assertRaisesRegex(ValueError, "entropy: no better side"):
+      stats.difference(a, a, "entropy")
 
 
 class TablesTest(absltest.TestCase):
@@ -94,12 +136,12 @@ class TablesTest(absltest.TestCase):
     self.assertTrue(line_02.endswith("| val |"), line_02)
 
   def test_summary_and_files(self):
-    summary = tables.summary_rows(_results(), "validation", num_samples=100)
+    summary = tables.summary_rows(_results(), "validation")
     self.assertEqual([r["entry"] for r in summary], ["baseline", "ent@beta=0.2"])
     self.assertAlmostEqual(summary[1]["d_churn"]["diff"], -0.04)
     self.assertEqual(summary[1]["d_churn"]["verdict"], "held")
     with tempfile.TemporaryDirectory() as d:
-      paths = tables.write_protocol(d, _results(), "# header", num_samples=100)
+      paths = tables.write_protocol(d, _results(), "# header")
       names = {os.path.basename(p) for p in paths}
       for ext in ("md", "csv", "tex"):
         self.assertIn(f"protocol_table2_validation.{ext}", names)
@@ -121,7 +163,7 @@ class TablesTest(absltest.TestCase):
     entry = evaluate.summarize(probs, labels)
     res = {"methods": {"baseline": entry, "x@beta=1": dict(entry, sweep={
         "method": "x", "key": "beta", "value": 1.0})}}
-    summary = tables.summary_rows(res, "test", num_samples=50)
+    summary = tables.summary_rows(res, "test")
     self.assertEqual(summary[1]["d_churn"]["diff"], 0.0)
 
 
