@@ -101,6 +101,11 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "codistill_ce": dict(kind="codistill_ce", num_members=2, beta=burnin),
       "codistill_ce_stale": dict(kind="codistill_ce", num_members=2, beta=burnin,
                                  stale_refresh_steps=stale_refresh_steps),
+      # App. C's ramp-up ablation at one loss each: the SKL/joint loss with Anil et al.'s step
+      # burn-in, and Anil et al.'s CE/independent loss with the linear ramp-up.
+      "codistill_step": dict(kind="codistill", num_members=2, beta=burnin),
+      "codistill_ce_linear": dict(kind="codistill_ce", num_members=2,
+                                  beta=rampup(codistill_beta, rampup_fraction)),
       "mutual": dict(kind="mutual", num_members=2, beta=codistill_beta),
       "codistill3": dict(kind="codistill", num_members=3,
                          beta=rampup(codistill_beta, rampup_fraction)),
