@@ -8,6 +8,9 @@
   # joint updates; CE to the peer with independent updates), and the two losses at one ramp:
   python launch/ablations.py --config=experiments/digits.py:runs=10 --workdir=/tmp/rampup \
       --study=rampup
+  # Nam et al. 2021: DE-4 -> BE-4 students (KD, ODS, c-ODS, Gaussian, ODS eta sweep):
+  python launch/ablations.py --config=experiments/digits.py:runs=5 --workdir=/tmp/nam \
+      --study=nam
   # Table 3: the core methods with and without weight decay (one sub-study per value):
   python launch/ablations.py --config=experiments/digits.py:runs=10 --workdir=/tmp/table3 \
       --study=table3 --validation_fraction=0.1
@@ -31,7 +34,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
     lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the study (sub-studies inside).")
-_STUDY = flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | topk")
+_STUDY = flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | nam | topk")
 _VALIDATION = flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the "
                                  "training data to select coefficients on (0: select on test).")
 flags.mark_flags_as_required(["config", "workdir", "study"])
@@ -50,6 +53,10 @@ STUDIES = {
                "(codistill_step, codistill_ce) at the same loss"),
     "table3": (["baseline", "entropy", "skl", "codistill"], "", "baseline",
                "Table 3: the core methods with and without weight decay"),
+    "nam": (config_lib.NAM_METHODS.split(","), "", "nam_kd",
+            "Nam et al. 2021's setting: a DE-4 teacher, BatchEnsemble-4 students distilled "
+            "member by member (alpha 0.9, T 1): ODS, confidence ODS, Gaussian and ODS at "
+            "other eta against the plain KD student"),
     "topk": (["baseline", "entropy", "skl", "codistill_entropy"], "", "baseline",
              "the top-k regularisers (config top_k) on a many-class data set"),
 }

@@ -126,7 +126,31 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
   })
   # Nam et al. 2021: a BatchEnsemble student, member i distilled from teacher member i.
   configs.be_distill = dict(kd, kind="be_distill", teacher="ensemble4", ensemble_size=4)
+  configs.update(nam_method_configs(perturb_step, noise_std))
   return configs
+
+
+# Nam et al. 2021's setting: a DE-4 teacher distilled into a BatchEnsemble-4 student member by
+# member (alpha 0.9, T 1, the authors' code), plain KD, ODS, confidence ODS and Gaussian
+# students, and ODS at every eta of NAM_ETAS (separate entries: eta is a Python number of the
+# input transform, so it cannot be a stacked sweep).
+NAM_ETAS = (0.5, 2.0, 4.0)
+NAM_METHODS = ("baseline,ensemble4,nam_kd,nam_ods,nam_cods,nam_gauss,"
+               + ",".join(f"nam_ods_eta{str(e).replace('.', 'p')}" for e in NAM_ETAS))
+
+
+def nam_method_configs(perturb_step: float = 1.0, noise_std: float = 1.0,
+                       etas=NAM_ETAS) -> dict:
+  """The BE-4 students of Nam et al. 2021 (eta / sigma in 1/255 pixel levels)."""
+  be = dict(kind="be_distill", teacher="ensemble4", ensemble_size=4, alpha=0.9,
+            temperature=1.0)
+  out = {"nam_kd": be,
+         "nam_ods": dict(be, perturbation="ods", step_size=perturb_step),
+         "nam_cods": dict(be, perturbation="ods_confidence", step_size=perturb_step),
+         "nam_gauss": dict(be, perturbation="gaussian", noise_std=noise_std)}
+  for eta in etas:
+    out[f"nam_ods_eta{str(eta).replace('.', 'p')}"] = dict(be, perturbation="ods", step_size=eta)
+  return out
 
 
 # Anti-distillation against its control (issue 25): the shared-batch ensemble, the reference
