@@ -137,6 +137,16 @@ def sweep_entries(config_spec: str) -> Tuple[Any, List[Tuple[str, Dict[str, Any]
   return config, entries
 
 
+def placeholders(overrides: Dict[str, Any]) -> Dict[str, Any]:
+  """A later stage's entry with each fixed key set to SELECTED_<source>_<key>: a value that
+  fails the config's type check, so the command cannot run before it is filled in."""
+  out = {k: v for k, v in overrides.items() if k != FROM_SELECTED}
+  method = overrides.get("methods", "")
+  for key, source in (overrides.get(FROM_SELECTED) or {}).items():
+    out[f"method_configs.{method}.{key}"] = f"SELECTED_{source}_{key}"
+  return out
+
+
 def tpu_command(config_spec: str, workdir: str, name: str, overrides: Dict[str, Any]) -> str:
   """The launch/tpu_vm.sh line that trains one entry on its own TPU VM."""
   study = os.path.basename(config_spec.partition(":")[0]).removesuffix(".py")
@@ -245,14 +255,18 @@ def main(argv):
   if FLAGS.only:
     entries = [(n, o) for n, o in entries if n in FLAGS.only]
   staged = [n for n, o in entries if FROM_SELECTED in o]
+  if FLAGS.mode == "print_tpu_commands":
+    for name, overrides in entries:
+      print(tpu_command(FLAGS.config, FLAGS.workdir, name, placeholders(overrides)))
+    if staged:
+      print(f"note: {', '.join(staged)} take a coefficient from an earlier stage's selected "
+            f"point: replace each SELECTED_<method>_<key> once that stage has finished (or use "
+            f"--mode=stacked, which does it)", file=sys.stderr)
+    return
   if staged:  # Their fixed coefficient is known only after an earlier stage's selection.
     print(f"error: sweep entries {', '.join(staged)} take coefficients from an earlier stage's "
           f"selected point; run them with --mode=stacked", file=sys.stderr)
     sys.exit(1)
-  if FLAGS.mode == "print_tpu_commands":
-    for name, overrides in entries:
-      print(tpu_command(FLAGS.config, FLAGS.workdir, name, overrides))
-    return
 
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()  # Before anything touches a JAX backend.
