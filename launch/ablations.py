@@ -30,14 +30,19 @@ from ml_collections import config_flags
 
 from churn_jax.configs import config_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
-    lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the study (sub-studies inside).")
-_STUDY = flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | nam | topk")
-_VALIDATION = flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the "
-                                 "training data to select coefficients on (0: select on test).")
-flags.mark_flags_as_required(["config", "workdir", "study"])
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import the helpers below."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
+      lock_config=False)
+  flags.DEFINE_string("workdir", None, "Directory of the study (sub-studies inside).")
+  flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | nam | topk")
+  flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the training data "
+                     "to select coefficients on (0: select on test).")
+  flags.mark_flags_as_required(["config", "workdir", "study"])
 
 _ANTI_BETAS = ",".join(f"{b:g}" for b in config_lib.ANTI_DISTILL_BETAS)
 # name -> (plain methods, sweep spec, reference of the control table, what it tests).
@@ -74,6 +79,38 @@ def sub_configs(config, study: str):
   return out
 
 
+def fidelity(student: "np.ndarray", teacher: "np.ndarray") -> dict:
+  """How much of its teacher a student took: per run r (student r learnt from teacher r),
+  top-1 agreement between the two deployed predictions (R, N, K) and KL(teacher || student)
+  of the predictive distributions, averaged over the test examples; mean and std over runs.
+  (Stanton et al. 2021's fidelity measures; the papers folder has only Nam et al.'s abstract,
+  so these are not claimed to be theirs.)"""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  student, teacher = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
+  agree = (student.argmax(-1) == teacher.argmax(-1)).mean(-1)
+  eps = 1e-12
+  kl = (teacher * (np.log(teacher + eps) - np.log(student + eps))).sum(-1).mean(-1)
+  return {"agreement": (float(agree.mean()), float(agree.std())),
+          "kl": (float(kl.mean()), float(kl.std()))}
+
+
+def fidelity_markdown(workdir: str, results, teacher: str) -> str:
+  """The fidelity table of every distilled student of `teacher` in a finished workdir."""
+  from churn_jax.outputs import predictions  # pylint: disable=g-import-not-at-top
+  load = lambda n: predictions.load(os.path.join(
+      workdir, results["methods"][n]["predictions"]["path"]))["deployed"]
+  lines = [f"| student | top-1 agreement with {teacher} % | KL({teacher} ‖ student) |",
+           "|---|---|---|"]
+  teacher_probs = load(teacher)
+  for name, entry in results["methods"].items():
+    if name == teacher or config_lib.nam_method_configs().get(name) is None:
+      continue
+    f = fidelity(load(name), teacher_probs)
+    lines.append(f"| {name} | {100 * f['agreement'][0]:.2f} ± {100 * f['agreement'][1]:.2f} | "
+                 f"{f['kl'][0]:.4f} ± {f['kl'][1]:.4f} |")
+  return "\n".join(lines) + "\n"
+
+
 def run(config, workdir: str, study: str, validation_fraction: float) -> str:
   """Trains the study's sub-studies and returns ablation.md's body (tables per sub-study)."""
   from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
@@ -94,14 +131,17 @@ def run(config, workdir: str, study: str, validation_fraction: float) -> str:
       rows = tables.summary_rows(results, selection, baseline=reference)
       text.append(f"\n## {name or study}: against {reference}\n")
       text.append(tables.summary_markdown(rows, baseline=reference))
+    if study == "nam":
+      text.append("\n## Fidelity of each student to its DE-4 teacher (per run, same run id)\n")
+      text.append(fidelity_markdown(sub_dir, results, "ensemble4"))
   return "\n".join(text)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _STUDY.value not in STUDIES:
-    print(f"error: unknown study {_STUDY.value!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
+  if FLAGS.study not in STUDIES:
+    print(f"error: unknown study {FLAGS.study!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
     sys.exit(1)
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import sweep  # pylint: disable=g-import-not-at-top
@@ -109,17 +149,18 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   start = time.perf_counter()
   try:
-    body = run(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALIDATION.value)
+    body = run(FLAGS.config, FLAGS.workdir, FLAGS.study, FLAGS.validation_fraction)
   except (ValueError, FloatingPointError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   seconds = time.perf_counter() - start
   command = "python launch/ablations.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  text = (f"# Ablation: {_STUDY.value}\n\n{STUDIES[_STUDY.value][3]}.\n\nCommand: `{command}`\n\n"
+  text = (f"# Ablation: {FLAGS.study}\n\n{STUDIES[FLAGS.study][3]}.\n\nCommand: `{command}`\n\n"
           f"Wall time {seconds:.0f} s on {sweep.machine()}.\n" + body)
-  results_files.atomic_write(os.path.join(_WORKDIR.value, "ablation.md"), text)
+  results_files.atomic_write(os.path.join(FLAGS.workdir, "ablation.md"), text)
   print(text)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
