@@ -6,6 +6,8 @@
   python launch/sweep.py --config=experiments/mnist1d.py:runs=10 --workdir=/tmp/protocol \
       --mode=stacked --validation_fraction=0.1
   # Another sweep than get_sweep()'s: --sweep='codistill:beta.value=0.5,1,2,3;skl:beta=0.01'
+  # Two stages (App. A): eq. 19 at co-distillation's selected beta, chosen after stage 1:
+  #   --sweep='codistill:beta.value=0.5,1;codistill_entropy:entropy_beta.value=0.1,0.2:beta.value<codistill'
   # One entry after another on this machine, results in <workdir>/<entry name>/:
   python launch/sweep.py --config=experiments/cifar10.py --workdir=/mnt/bucket/churn/cifar10
   # One TPU VM per entry: prints one launch/tpu_vm.sh command line per entry.
@@ -13,7 +15,9 @@
       --mode=print_tpu_commands
 
 An entry is a dict of dotted config keys -> values ({"method_configs.skl.beta": 0.3});
-every key must already exist in the config (a typo fails before anything trains).
+every key must already exist in the config (a typo fails before anything trains). An entry
+of a later stage also names `"from_selected": {"beta.value": "codistill"}`: that key of its
+method takes the selected point of an earlier sweep, so it runs only in --mode=stacked.
 """
 
 import importlib.util
@@ -78,9 +82,14 @@ def _lookup(config, key: str):
   return node
 
 
+FROM_SELECTED = "from_selected"  # churn_jax.study.sweeps.FROM_SELECTED (no JAX import here).
+
+
 def check_overrides(config, overrides: Dict[str, Any]) -> None:
   """Raises ValueError (one line) unless every dotted key names an existing config field."""
   for key in overrides:
+    if key == FROM_SELECTED:  # Resolved by the stacked mode's stages (sweeps.train_staged).
+      continue
     try:
       value = _lookup(config, key)
     except KeyError as e:
@@ -92,6 +101,7 @@ def check_overrides(config, overrides: Dict[str, Any]) -> None:
 def apply_overrides(config, overrides: Dict[str, Any]):
   """A copy of `config` with the dotted-key overrides applied (existing keys only)."""
   check_overrides(config, overrides)
+  overrides = {k: v for k, v in overrides.items() if k != FROM_SELECTED}
   config = config.copy_and_resolve_references()
   with config.unlocked():
     try:
@@ -106,7 +116,7 @@ def entry_name(index: int, overrides: Dict[str, Any]) -> str:
   methods = str(overrides.get("methods", ""))
   parts = [methods] if methods else []
   for key, value in overrides.items():
-    if key == "methods":
+    if key in ("methods", FROM_SELECTED):
       continue
     key = key.removeprefix("method_configs.").removesuffix(".value")
     key = key.removeprefix(methods + ".") if methods else key
@@ -125,6 +135,16 @@ def sweep_entries(config_spec: str) -> Tuple[Any, List[Tuple[str, Dict[str, Any]
     except ValueError as e:
       raise ValueError(f"sweep entry {name}: {e}") from None
   return config, entries
+
+
+def placeholders(overrides: Dict[str, Any]) -> Dict[str, Any]:
+  """A later stage's entry with each fixed key set to SELECTED_<source>_<key>: a value that
+  fails the config's type check, so the command cannot run before it is filled in."""
+  out = {k: v for k, v in overrides.items() if k != FROM_SELECTED}
+  method = overrides.get("methods", "")
+  for key, source in (overrides.get(FROM_SELECTED) or {}).items():
+    out[f"method_configs.{method}.{key}"] = f"SELECTED_{source}_{key}"
+  return out
 
 
 def tpu_command(config_spec: str, workdir: str, name: str, overrides: Dict[str, Any]) -> str:
@@ -166,6 +186,24 @@ def machine() -> str:
   return f"{cpu}, {os.cpu_count()} cores; JAX {jax.default_backend()} ({device.device_kind})"
 
 
+def stages_text(results: Dict[str, Any]) -> str:
+  """The protocol.md lines saying which sweeps ran in which stage and, for a later stage, the
+  selected point each fixed coefficient came from (read from the entries themselves)."""
+  stages = results.get("stages") or []
+  if len(stages) < 2:
+    return ""
+  lines = ["", "Stages (App. A: a later stage uses the earlier stage's selected coefficient):"]
+  for level, methods in enumerate(stages):
+    for method in methods:
+      fixed = next((e["sweep"].get("fixed") for e in results["methods"].values()
+                    if (e.get("sweep") or {}).get("method") == method
+                    and e["sweep"].get("fixed")), None)
+      text = "; ".join(f"{k} = {f['value']:g}, the point {f['point']} selected on "
+                       f"{f['selection']} churn" for k, f in (fixed or {}).items())
+      lines.append(f"- stage {level + 1}: {method}" + (f" with {text}" if text else ""))
+  return "\n".join(lines) + "\n"
+
+
 def run_stacked(config, entries) -> int:
   """Trains every sweep point as part of its method's stack, then writes the protocol."""
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
@@ -191,7 +229,7 @@ def run_stacked(config, entries) -> int:
   command = "python launch/sweep.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   header = (f"# Protocol: {FLAGS.config}\n\nCommand: `{command}`\n\n"
             f"Wall time of this invocation (training reused entries is skipped): "
-            f"{seconds:.0f} s on {machine()}.\n")
+            f"{seconds:.0f} s on {machine()}.\n" + stages_text(results))
   paths = tables.write_protocol(FLAGS.workdir, results, header)
   from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
   print(fileio.read_text(paths[0]), flush=True)
@@ -216,10 +254,19 @@ def main(argv):
     sys.exit(run_stacked(config, entries))
   if FLAGS.only:
     entries = [(n, o) for n, o in entries if n in FLAGS.only]
+  staged = [n for n, o in entries if FROM_SELECTED in o]
   if FLAGS.mode == "print_tpu_commands":
     for name, overrides in entries:
-      print(tpu_command(FLAGS.config, FLAGS.workdir, name, overrides))
+      print(tpu_command(FLAGS.config, FLAGS.workdir, name, placeholders(overrides)))
+    if staged:
+      print(f"note: {', '.join(staged)} take a coefficient from an earlier stage's selected "
+            f"point: replace each SELECTED_<method>_<key> once that stage has finished (or use "
+            f"--mode=stacked, which does it)", file=sys.stderr)
     return
+  if staged:  # Their fixed coefficient is known only after an earlier stage's selection.
+    print(f"error: sweep entries {', '.join(staged)} take coefficients from an earlier stage's "
+          f"selected point; run them with --mode=stacked", file=sys.stderr)
+    sys.exit(1)
 
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()  # Before anything touches a JAX backend.

@@ -101,6 +101,11 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "codistill_ce": dict(kind="codistill_ce", num_members=2, beta=burnin),
       "codistill_ce_stale": dict(kind="codistill_ce", num_members=2, beta=burnin,
                                  stale_refresh_steps=stale_refresh_steps),
+      # App. C's ramp-up ablation at one loss each: the SKL/joint loss with Anil et al.'s step
+      # burn-in, and Anil et al.'s CE/independent loss with the linear ramp-up.
+      "codistill_step": dict(kind="codistill", num_members=2, beta=burnin),
+      "codistill_ce_linear": dict(kind="codistill_ce", num_members=2,
+                                  beta=rampup(codistill_beta, rampup_fraction)),
       "mutual": dict(kind="mutual", num_members=2, beta=codistill_beta),
       "codistill3": dict(kind="codistill", num_members=3,
                          beta=rampup(codistill_beta, rampup_fraction)),
@@ -109,13 +114,49 @@ def all_method_configs(entropy_beta: float, skl_beta: float, codistill_beta: flo
       "ens_distill": kd,
       "self_distill": dict(kind="distill", teacher="baseline", alpha=kd_alpha, temperature=1.0),
       "anti_distill": dict(kind="anti_distill", num_members=2, beta=anti_beta),
+      # The penalty on logits instead of probabilities (the abstract names "outputs").
+      "anti_distill_logits": dict(kind="anti_distill", num_members=2, beta=anti_beta,
+                                  outputs="logits"),
+      # Anti-distillation's control: its members share every batch (unlike ensemble2), so
+      # the shared-batch 2-ensemble is anti-distillation at lambda = 0 (same loss, same data).
+      "ensemble2_shared": dict(kind="ensemble", num_members=2, member_data="shared"),
       "ods_distill": dict(kd, perturbation="ods", step_size=perturb_step),
       "ods_conf_distill": dict(kd, perturbation="ods_confidence", step_size=perturb_step),
       "noise_distill": dict(kd, perturbation="gaussian", noise_std=noise_std),
   })
   # Nam et al. 2021: a BatchEnsemble student, member i distilled from teacher member i.
   configs.be_distill = dict(kd, kind="be_distill", teacher="ensemble4", ensemble_size=4)
+  configs.update(nam_method_configs(perturb_step, noise_std))
   return configs
+
+
+# Nam et al. 2021's setting: a DE-4 teacher distilled into a BatchEnsemble-4 student member by
+# member (alpha 0.9, T 1, the authors' code), plain KD, ODS, confidence ODS and Gaussian
+# students, and ODS at every eta of NAM_ETAS (separate entries: eta is a Python number of the
+# input transform, so it cannot be a stacked sweep).
+NAM_ETAS = (0.5, 2.0, 4.0)
+NAM_METHODS = ("baseline,ensemble4,nam_kd,nam_ods,nam_cods,nam_gauss,"
+               + ",".join(f"nam_ods_eta{str(e).replace('.', 'p')}" for e in NAM_ETAS))
+
+
+def nam_method_configs(perturb_step: float = 1.0, noise_std: float = 1.0,
+                       etas=NAM_ETAS) -> dict:
+  """The BE-4 students of Nam et al. 2021 (eta / sigma in 1/255 pixel levels)."""
+  be = dict(kind="be_distill", teacher="ensemble4", ensemble_size=4, alpha=0.9,
+            temperature=1.0)
+  out = {"nam_kd": be,
+         "nam_ods": dict(be, perturbation="ods", step_size=perturb_step),
+         "nam_cods": dict(be, perturbation="ods_confidence", step_size=perturb_step),
+         "nam_gauss": dict(be, perturbation="gaussian", noise_std=noise_std)}
+  for eta in etas:
+    out[f"nam_ods_eta{str(eta).replace('.', 'p')}"] = dict(be, perturbation="ods", step_size=eta)
+  return out
+
+
+# Anti-distillation against its control (issue 25): the shared-batch ensemble, the reference
+# ensemble2, and both output variants; launch/ablations.py sweeps lambda for both.
+ANTI_DISTILL_METHODS = "baseline,ensemble2_shared,ensemble2,anti_distill,anti_distill_logits"
+ANTI_DISTILL_BETAS = (0.1, 0.3, 1.0, 3.0)
 
 
 def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=False):
@@ -128,13 +169,19 @@ def coefficient_sweep(entropy_betas, skl_betas, codistill_betas, with_baseline=F
   return sweep
 
 
-def regularized_codistill_sweep(entropy_betas, skl_betas):
-  """Sweep entries over the regulariser weight of eq. 19 (co-distillation's beta fixed).
+def regularized_codistill_sweep(entropy_betas, skl_betas, staged=True):
+  """Sweep entries over the regulariser weight of eq. 19.
 
-  App. A: the regularised co-distillation uses the regularisers' range of beta.
+  App. A: the regularised co-distillation uses the regularisers' range of beta and "only the
+  best beta value from the earlier experiments" for co-distillation's own beta. `staged`
+  (default) says so: every entry takes `beta.value` from the selected point of the
+  `codistill` sweep (a second stage, launch/sweep.py --mode=stacked); False keeps the config's
+  beta (one stage).
   """
+  fixed = {"from_selected": {"beta.value": "codistill"}} if staged else {}
   sweep = [{"methods": "codistill_entropy",
-            "method_configs.codistill_entropy.entropy_beta.value": b} for b in entropy_betas]
-  sweep += [{"methods": "codistill_skl", "method_configs.codistill_skl.skl_beta.value": b}
-            for b in skl_betas]
+            "method_configs.codistill_entropy.entropy_beta.value": b, **fixed}
+           for b in entropy_betas]
+  sweep += [{"methods": "codistill_skl", "method_configs.codistill_skl.skl_beta.value": b,
+             **fixed} for b in skl_betas]
   return sweep

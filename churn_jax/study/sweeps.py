@@ -15,6 +15,14 @@ How a point keeps its identity:
     values); `check_traceable` fails in one line before anything trains when one does;
   - churn is computed only between the R runs of one point, and each point is its own
     results entry, "codistill@beta=0.5", with the fingerprint of the point's own config.
+
+Two-stage sweeps (Bhojanapalli et al. App. A: the regularised co-distillation uses "only the
+best beta value from the earlier experiments"): a sweep may take fixed coefficients from the
+selected point of an earlier sweep (`Sweep.fixed_from`, key -> source method). train_staged
+trains the sweeps stage by stage in one workdir; before a later stage it selects the source's
+point (lowest mean churn on the validation split when one is held out, else on test, as the
+protocol tables select), writes its value into the method config (so into every point's
+fingerprint) and records the selection in each point's entry ("sweep" -> "fixed").
 """
 
 import contextlib
@@ -35,6 +43,7 @@ from churn_jax import data as data_lib, methods, models
 from churn_jax.data import dataset as dataset_lib
 from churn_jax.engine import sharding, stack, step as step_lib
 from churn_jax.outputs import predictions
+from churn_jax.protocol import tables as protocol_tables
 from churn_jax.runtime import checkpoint, distributed, host_devices, preemption, workdir_lock
 from churn_jax.study import evaluate, results_store, train, validate
 
@@ -45,6 +54,11 @@ class Sweep:
   method: str
   key: str
   values: Tuple[float, ...]
+  # ((key in this method's config, source sweep method), ...): set to the source's selected
+  # point before this sweep trains (train_staged).
+  fixed_from: Tuple[Tuple[str, str], ...] = ()
+  # What train_staged set: ((key, value, source, selected point, selection split), ...).
+  fixed: Tuple[Tuple[str, float, str, str, str], ...] = ()
 
   @property
   def points(self) -> List[str]:
@@ -56,19 +70,34 @@ def point_name(method: str, key: str, value: float) -> str:
   return f"{method}@{key.removesuffix('.value')}={float(value):g}"
 
 
+FROM_SELECTED = "from_selected"  # The get_sweep() entry key of a later stage's fixed keys.
+
+
 def parse_sweeps(spec: str) -> List[Sweep]:
-  """'codistill:beta.value=0.5,1,2;entropy:beta=0.1,0.2' -> [Sweep, Sweep]."""
+  """'codistill:beta.value=0.5,1,2;entropy:beta=0.1,0.2' -> [Sweep, Sweep].
+
+  A later stage names its fixed keys after a second colon:
+  'codistill_entropy:entropy_beta.value=0.1,0.2:beta.value<codistill' (beta.value set to the
+  selected point of the codistill sweep).
+  """
   sweeps = []
   for part in filter(None, (p.strip() for p in (spec or "").split(";"))):
     method, _, rest = part.partition(":")
+    rest, _, fixed_spec = rest.partition(":")
     key, _, values = rest.partition("=")
+    fixed = []
+    for item in filter(None, (f.strip() for f in fixed_spec.split("+"))):
+      fixed_key, sep, source = item.partition("<")
+      if not sep or not fixed_key.strip() or not source.strip():
+        raise ValueError(f"bad sweep {part!r}; a fixed key reads key<source_method")
+      fixed.append((fixed_key.strip(), source.strip()))
     try:
       vals = tuple(float(v) for v in values.split(",") if v.strip())
     except ValueError:
       vals = ()
     if not method.strip() or not key.strip() or not vals:
       raise ValueError(f"bad sweep {part!r}; expected method:key=v1,v2,...")
-    sweeps.append(Sweep(method.strip(), key.strip(), vals))
+    sweeps.append(Sweep(method.strip(), key.strip(), vals, tuple(fixed)))
   return sweeps
 
 
@@ -79,10 +108,10 @@ def from_overrides(entries: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[S
   ({"methods": "skl", "method_configs.skl.beta": 0.01}); an entry with no key is a plain
   method (the baseline). Returns (plain methods, sweeps) in first-seen order.
   """
-  plain, grouped = [], {}
+  plain, grouped, fixed = [], {}, {}
   for entry in entries:
     method = str(entry.get("methods", ""))
-    keys = [k for k in entry if k != "methods"]
+    keys = [k for k in entry if k not in ("methods", FROM_SELECTED)]
     prefix = f"method_configs.{method}."
     if "," in method or not method or len(keys) > 1 or any(
         not k.startswith(prefix) for k in keys):
@@ -94,7 +123,10 @@ def from_overrides(entries: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[S
       continue
     key = keys[0][len(prefix):]
     grouped.setdefault((method, key), []).append(float(entry[keys[0]]))
-  return plain, [Sweep(m, k, tuple(v)) for (m, k), v in grouped.items()]
+    fixed_from = tuple(sorted(dict(entry.get(FROM_SELECTED) or {}).items()))
+    if fixed.setdefault((method, key), fixed_from) != fixed_from:
+      raise ValueError(f"sweep {method}:{key}: its entries name different {FROM_SELECTED}")
+  return plain, [Sweep(m, k, tuple(v), fixed[(m, k)]) for (m, k), v in grouped.items()]
 
 
 def _set_dotted(tree: dict, key: str, value) -> dict:
@@ -342,6 +374,10 @@ def _train_units(config, workdir, sweeps, order, teachers, store, dataset, valid
                    inference_cost=method.inference_cost)
       if unit.sweep is not None:
         entry["sweep"] = {"method": unit.name, "key": unit.sweep.key, "value": unit.values[i]}
+        if unit.sweep.fixed:  # A later stage: where its fixed coefficients came from.
+          entry["sweep"]["fixed"] = {k: {"value": v, "from": src, "point": point,
+                                         "selection": split}
+                                     for k, v, src, point, split in unit.sweep.fixed}
       if validation is not None:
         val_probs, val_labels = train.predict(model, state, validation, strategy, eval_batch)
         entry["validation"] = evaluate.summarize(
@@ -357,8 +393,78 @@ def _train_units(config, workdir, sweeps, order, teachers, store, dataset, valid
   return dict(store.results, failed=failed)
 
 
+def stages(sweeps: Sequence[Sweep]) -> List[List[Sweep]]:
+  """The sweeps in stages: a sweep runs one stage after the latest sweep it takes a value from."""
+  by_method = {s.method: s for s in sweeps}
+  level = {}
+  def depth(sweep, seen=()):
+    if sweep.method in seen:
+      raise ValueError(f"sweep {sweep.method}: its fixed coefficients form a cycle")
+    if sweep.method not in level:
+      sources = []
+      for key, source in sweep.fixed_from:
+        if source not in by_method:
+          raise ValueError(f"sweep {sweep.method}: {key} comes from {source!r}, which is not a "
+                           f"sweep of this study")
+        sources.append(depth(by_method[source], seen + (sweep.method,)))
+      level[sweep.method] = 1 + max(sources, default=-1)
+    return level[sweep.method]
+  for sweep in sweeps:
+    depth(sweep)
+  out = [[] for _ in range(1 + max(level.values(), default=-1))]
+  for sweep in sweeps:
+    out[level[sweep.method]].append(sweep)
+  return out
+
+
+def resolve_fixed(config, sweep: Sweep, results: Dict[str, Any], split: str):
+  """(config with `sweep`'s fixed keys set to their sources' selected points, the sweep with
+  the selection recorded). The selection is the protocol tables' (lowest mean churn on
+  `split`) over the source sweep's finished points."""
+  config = config.copy_and_resolve_references()
+  fixed, method_cfg = [], config.method_configs[sweep.method]
+  for key, source in sweep.fixed_from:
+    rows = [r for r in protocol_tables.groups(results).get(source, []) if r[1] is not None]
+    point = protocol_tables.select(rows, split)
+    if point is None:
+      raise ValueError(f"sweep {sweep.method}: no finished point of {source!r} to take {key} "
+                       f"from")
+    value = float(results["methods"][point]["sweep"]["value"])
+    try:
+      method_cfg = point_config(method_cfg, key, value)
+    except ValueError as e:
+      raise ValueError(f"sweep {sweep.method}: {e}") from None
+    fixed.append((key, value, source, point, split))
+  with config.unlocked():
+    config.method_configs[sweep.method] = method_cfg
+  return config, dataclasses.replace(sweep, fixed=tuple(fixed))
+
+
+def train_staged(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Sequence[str] = (),
+                 validation_fraction: float = 0.0) -> Dict[str, Any]:
+  """train_study stage by stage (`stages`) in one workdir; a later stage's fixed keys take
+  the values selected from the earlier stages' results (on validation churn when
+  `validation_fraction` > 0, else on test churn). Returns the last stage's results (every
+  entry of the workdir), "failed" of all stages, and "stages": [[sweep method, ...], ...]."""
+  split = "validation" if validation_fraction else "test"
+  failed, results, staged = [], None, stages(sweeps)
+  for level, stage in enumerate(staged or [[]]):
+    stage_config, resolved = config, []
+    for sweep in stage:
+      if sweep.fixed_from:
+        stage_config, sweep = resolve_fixed(stage_config, sweep, results, split)
+      resolved.append(sweep)
+    if level:
+      logging.info("stage %d: %s", level + 1, "; ".join(
+          f"{s.method} with " + ", ".join(f"{k}={v:g} ({p}, on {sp} churn)"
+                                          for k, v, _, p, sp in s.fixed) for s in resolved))
+    results = train_study(stage_config, workdir, resolved, plain, validation_fraction)
+    failed += [f for f in results.pop("failed") if f not in failed]
+  return dict(results, failed=failed, stages=[[s.method for s in st] for st in staged])
+
+
 def timed_study(*args, **kwargs) -> Tuple[Dict[str, Any], float]:
-  """train_study and its wall time in seconds (compilation included)."""
+  """train_staged and its wall time in seconds (compilation included)."""
   start = time.perf_counter()
-  results = train_study(*args, **kwargs)
+  results = train_staged(*args, **kwargs)
   return results, time.perf_counter() - start

@@ -54,6 +54,17 @@ def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: 
                  for m in range(num_members)]) for r in run_ids])
 
 
+def run_keys(seed: int, run_ids: Sequence[int], vary_data: bool):
+  """Per-run step keys (R, 2) (ODS / Gaussian perturbations): fold_in(seed + 1, r).
+
+  They are per-step training noise like data order and augmentation, so they vary between
+  runs exactly when the data does (`config.vary` "data"); with "init" alone or nothing, every
+  run draws the same perturbations (Table 1's rows isolate one source each).
+  """
+  base = jax.random.PRNGKey(seed + 1)
+  return jnp.stack([jax.random.fold_in(base, r if vary_data else 0) for r in run_ids])
+
+
 def data_seeds(seed: int, run_ids: Sequence[int], vary_data: bool, streams_per_run: int = 1):
   """Data seeds of every (run, stream), run-major (Method.streams_per_run streams per run).
 
@@ -81,8 +92,7 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
   vary = config_lib.vary_set(config)
 
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
-  run_rngs = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), r)
-                        for r in run_ids])
+  run_rngs = run_keys(config.seed, run_ids, "data" in vary)
   sample_x = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
   state = step_lib.init_state(model, tx, keys, run_rngs, sample_x, mesh,
                               keep_stale=method.stale_refresh_steps > 0)

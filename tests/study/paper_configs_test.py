@@ -119,6 +119,10 @@ class PaperConfigTest(absltest.TestCase):
         self.assertNotEmpty(sweep)
         names = set()
         for overrides in sweep:
+          staged = overrides.get(sweep_lib.FROM_SELECTED, {})  # Keys of the method's config.
+          self.assertContainsSubset({f"method_configs.{overrides['methods']}.{k}" for k in staged},
+                                    _flat_keys(config))
+          overrides = {k: v for k, v in overrides.items() if k != sweep_lib.FROM_SELECTED}
           self.assertContainsSubset(set(overrides), _flat_keys(config))
           new = sweep_lib.apply_overrides(config, overrides)
           for key, value in overrides.items():
