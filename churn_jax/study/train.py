@@ -148,7 +148,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   watcher = preemption.current()  # SIGTERM/SIGINT: stop at a step boundary, checkpointed.
   try:
     for step in range(start_step + 1, num_steps + 1):
-      if watcher.should_stop(step - 1, log_every):
+      if watcher.should_stop(step - 1):  # Every step: agreed by all hosts (preemption.py).
         _stop(state, method.name, run_ids, checkpointer, step - 1, start_step, watcher.signum)
       wait_start = time.perf_counter()
       batch = next(batch_iter)
