@@ -264,7 +264,7 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
   host_devices.configure(host_devices.requested_count(config))
   validate.validate_config(config)
   # Before the first compilation; a valid config only (nothing written for a bad one).
-  compile_cache.configure(config.get("compile_cache_dir", ""))
+  compile_cache.configure(config.get("compile_cache_dir", ""), workdir)  # Shared by hosts.
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)
   order = study_order(config, method_names(config))
