@@ -1,7 +1,7 @@
 """launch/main.py on a host that cannot read the newest checkpoint (multihost_test.py).
 
-Fault injection for one process of a multi-process study: every checkpointer's newest step
-is unreadable here, as a read error on one host would, while the other hosts read it.
+Fault injection for one process of a multi-process study: the newest step of every
+checkpoint directory is unreadable here, as after a read error on this host only.
 """
 
 import sys
@@ -12,8 +12,13 @@ from churn_jax.runtime import checkpoint
 _check = checkpoint.MethodCheckpointer._unreadable  # pylint: disable=protected-access
 
 
+_injected = set()
+
+
 def _unreadable_newest(self, step):
-  if step == max(self._manager.all_steps()):  # pylint: disable=protected-access
+  """The first step asked about per checkpoint directory (the newest) is unreadable."""
+  if self.directory not in _injected:
+    _injected.add(self.directory)
     return "unreadable (injected on this host only)"
   return _check(self, step)
 
