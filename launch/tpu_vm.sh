@@ -131,7 +131,8 @@ setup() {
     .venv/bin/pip install -q -U pip
     .venv/bin/pip install -q --force-reinstall --no-deps ~/${REMOTE_DIR}_dist/churn_jax-*.tar.gz
     # The gcs extra: gcsfs, which gs:// workdirs need (fileio.py, workdir_lock.py).
-    .venv/bin/pip install -q \"churn_jax[gcs] @ file://\$(ls ~/${REMOTE_DIR}_dist/churn_jax-*.tar.gz)\" \
+    sdist=\$(ls ~/${REMOTE_DIR}_dist/churn_jax-*.tar.gz)
+    .venv/bin/pip install -q \"churn_jax[gcs] @ file://\${sdist}\" \
       'jax[tpu]==${JAX_VERSION}'
     JAX_PLATFORMS=tpu .venv/bin/python -c 'import jax; print(jax.devices())'"
 }

@@ -76,13 +76,15 @@ class _Agreement:
 
   def __init__(self):
     import jax  # pylint: disable=g-import-not-at-top
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-    devices = np.array(jax.devices())
-    mesh = Mesh(devices, ("all",))
-    self._sharding = NamedSharding(mesh, PartitionSpec("all"))
+    from jax import sharding  # pylint: disable=g-import-not-at-top
+    # Grouped by process: each process's flags fill one contiguous block of the array.
+    devices = np.array(sorted(jax.devices(), key=lambda d: (d.process_index, d.id)))
+    mesh = sharding.Mesh(devices, ("all",))
+    self._sharding = sharding.NamedSharding(mesh, sharding.PartitionSpec("all"))
     self._local = len(jax.local_devices())
     self._shape = (devices.size,)
-    self._max = jax.jit(lambda x: x.max(), out_shardings=NamedSharding(mesh, PartitionSpec()))
+    replicated = sharding.NamedSharding(mesh, sharding.PartitionSpec())
+    self._max = jax.jit(lambda x: x.max(), out_shardings=replicated)
     self._pending = None
 
   def step(self, mine: int) -> int:

@@ -48,7 +48,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
             port=None, unreadable_on=None):
   """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens.
 
-  Process `unreadable_on` cannot read the newest checkpoint (tests/runtime/unreadable_newest_main.py).
+  Process `unreadable_on` cannot read the newest checkpoint (unreadable_newest_main.py).
   """
   args = [os.path.join(_ROOT, "launch", "main.py"),
           f"--config={_ROOT}/experiments/digits.py:quick,runs={runs}", f"--workdir={workdir}",
