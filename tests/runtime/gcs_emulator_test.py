@@ -13,6 +13,7 @@ fails the test with what to install, it never skips.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -129,6 +130,46 @@ class GcsEmulatorTest(absltest.TestCase):
     remote = json.loads(epath.Path(f"{workdir}/results.json").read_text())["methods"]
     with open(os.path.join(local, "results.json")) as f:
       self.assertEqual(remote, json.load(f)["methods"])  # Bitwise: sha256s of predictions too.
+
+  def test_fresh_venv_with_the_launchers_packages_writes_to_a_bucket(self):
+    # Exactly what `tpu_vm.sh setup` installs (read from the script), into an empty venv:
+    # a dependency gs:// needs and the launcher forgets fails here, not on a TPU. jax[tpu]
+    # brings libtpu; JAX_PLATFORMS=cpu runs the study on this machine's CPU.
+    with open(os.path.join(_ROOT, "launch", "tpu_vm.sh")) as f:
+      script = f.read()
+    self.assertIn('"churn_jax[gcs] @ file://${sdist}', script.replace("\\", ""))
+    self.assertIn("'jax[tpu]==${JAX_VERSION}'", script)
+    jax_version = re.search(r'JAX_VERSION="\$\{JAX_VERSION:-([^}]+)\}"', script).group(1)
+    tmp = tempfile.mkdtemp(prefix="gcs_venv_")
+    start = time.time()
+    from setuptools import build_meta  # pylint: disable=g-import-not-at-top
+    cwd = os.getcwd()
+    try:
+      os.chdir(_ROOT)
+      sdist = os.path.join(tmp, build_meta.build_sdist(tmp))
+    finally:
+      os.chdir(cwd)
+    subprocess.run([sys.executable, "-m", "venv", os.path.join(tmp, "venv")], check=True)
+    python = os.path.join(tmp, "venv", "bin", "python")
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", f"churn_jax[gcs] @ file://{sdist}",
+                          f"jax[tpu]=={jax_version}"], capture_output=True, text=True,
+                         timeout=1800)
+    self.assertEqual(pip.returncode, 0, pip.stderr[-3000:])
+    print(f"fresh venv with the launcher's packages: {time.time() - start:.0f} s", flush=True)
+    workdir = f"gs://{_BUCKET}/fresh_venv/digits"
+    env = dict(self.env)
+    env.pop("PYTHONPATH")  # The installed sdist, not this checkout.
+    run = subprocess.run(
+        [python, os.path.join(_ROOT, "launch", "main.py"),
+         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
+         "--config.methods=baseline", "--config.num_train_steps=4",
+         "--config.model.hidden=(16,)", "--config.progress=False", "--config.compile_cache_dir="],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
+    self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-3000:])
+    files = self.files(workdir)
+    self.assertIn("results.json", files)
+    self.assertTrue([f for f in files if f.startswith("checkpoints/baseline-") and "/4/" in f],
+                    files)
 
   def _exists(self, workdir):
     from etils import epath  # pylint: disable=g-import-not-at-top
