@@ -188,7 +188,7 @@ class MethodCheckpointer:
               handle.read(1)
     except Exception as e:  # pylint: disable=broad-except  # Any failure reads as unreadable.
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-      return f"unreadable ({first})"
+      return f"a file does not read ({first})"
     return None
 
   def _delete(self, step: int) -> None:
