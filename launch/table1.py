@@ -33,6 +33,12 @@ def main(argv):
   from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
   if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
     os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
+  from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    distributed.maybe_initialize()  # Before anything touches a JAX backend.
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   import jax  # pylint: disable=g-import-not-at-top
   from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -53,8 +59,10 @@ def main(argv):
           f"Wall time {seconds:.0f} s on {sweep.machine()}; backend {jax.default_backend()}, "
           f"XLA deterministic ops {'on' if table1.deterministic_ops_enabled() else 'off'}.\n\n"
           + table1.markdown(rows))
-  results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.md"), text)
-  results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.csv"), table1.csv_text(rows))
+  if jax.process_index() == 0:  # One writer on a multi-host slice.
+    results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.md"), text)
+    results_files.atomic_write(os.path.join(_WORKDIR.value, "table1.csv"),
+                               table1.csv_text(rows))
   print(text)
 
 

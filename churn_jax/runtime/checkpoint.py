@@ -9,6 +9,13 @@ Resume order (the one place it is written down):
      A checkpoint is good when it reads, its arrays match the checksum saved with them, and
      every float in it is finite. A bad one is deleted with a warning naming it (so it never
      blocks a later save of the same step) and the previous one is tried.
+     Several processes: one resume step for all. Process 0's list of steps is the one tried;
+     every process first reads every file of the step (one byte each, no collective), and
+     the step is restored only when every process could (an all-gather of the verdicts); the
+     checksum verdict is computed on the global arrays, so all processes reach it alike. A
+     step any process rejects is rejected, and deleted, by all. (A host alone resuming an
+     older step than the others would hang or crash at the next collective; a host failing
+     inside orbax's restore, after its files read, would miss orbax's own barrier.)
   3. Otherwise (none, or none good) training starts from step 0, with a warning if some
      checkpoint was rejected.
 
@@ -70,6 +77,28 @@ def checksum(tree) -> Tuple[str, bool]:
   return hashlib.sha256(np.asarray(sums).tobytes()).hexdigest(), bool(finite)
 
 
+def _agreed_steps(steps):
+  """Process 0's `steps` on every process (a collective where there are several)."""
+  if jax.process_count() == 1:
+    return list(steps)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+  if not count:
+    return []
+  mine = np.zeros(count, np.int64)
+  mine[:min(count, len(steps))] = steps[:count]
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)]
+
+
+def _hosts_failing(failed: bool):
+  """The process indices whose `failed` is True (a collective where there are several)."""
+  if jax.process_count() == 1:
+    return [0] if failed else []
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = np.asarray(multihost_utils.process_allgather(np.int32(failed))).reshape(-1)
+  return [int(i) for i in np.flatnonzero(flags)]
+
+
 class MethodCheckpointer:
   """Saves every `every_steps` steps and at the end, keeping the last `max_to_keep`."""
 
@@ -122,21 +151,45 @@ class MethodCheckpointer:
     checkpoints are deleted, each with a warning naming it.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    steps = sorted(self._manager.all_steps(), reverse=True)
+    steps = _agreed_steps(sorted(self._manager.all_steps(), reverse=True))
     for i, step in enumerate(steps):
-      try:
-        state = self._restore_verified(step, abstract)
-      except ValueError as e:
-        older = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else \
-            "no checkpoint left, starting this method afresh"
-        message = (f"warning: checkpoint {os.path.join(self.directory, str(step))} is "
-                   f"rejected: {e}; deleted, {older}")
-        logging.warning("%s", message)
-        print(message, flush=True)
-        self._delete(step)
-        continue
-      return state, int(step)
+      error = self._unreadable(step)
+      failed = _hosts_failing(error is not None)
+      if not failed:
+        try:
+          state = self._restore_verified(step, abstract)
+        except ValueError as e:
+          error = str(e)
+        failed = _hosts_failing(error is not None)
+        if not failed:
+          return state, int(step)
+      if error is None:
+        error = (f"process{'es' if len(failed) > 1 else ''} "
+                 f"{', '.join(map(str, failed))} could not read it")
+      older = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else \
+          "no checkpoint left, starting this method afresh"
+      message = (f"warning: checkpoint {os.path.join(self.directory, str(step))} is "
+                 f"rejected: {error}; deleted, {older}")
+      logging.warning("%s", message)
+      print(message, flush=True)
+      self._delete(step)
     return None, 0
+
+  def _unreadable(self, step: int) -> Optional[str]:
+    """None when this process can open every file of `step` and read its first byte."""
+    try:
+      todo = [fileio.path(self.directory) / str(step)]
+      while todo:  # A walk by listing: epath's rglob refuses '**' (many GCS requests).
+        for f in todo.pop().iterdir():
+          if f.is_dir():
+            todo.append(f)
+          else:
+            with f.open("rb") as handle:
+              handle.read(1)
+    except Exception as e:  # pylint: disable=broad-except  # Any failure reads as unreadable.
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      return f"a file does not read ({first})"
+    return None
 
   def _delete(self, step: int) -> None:
     try:

@@ -6,7 +6,11 @@ The loaded executable is the one compiled before, so results are bitwise those o
 compile (tests/runtime/compile_cache_test.py).
 
 `config.compile_cache_dir`: "auto" (the user's cache directory), a path (local or gs://), or
-"" (off). churn_jax adds two things to JAX's cache:
+"" (off). Several processes (a multi-host slice): JAX writes entries from process 0 only, so
+a cache in each host's home directory would fill on host 0 alone and every other host would
+compile every program on every run. There "auto" is WORKDIR/compile_cache, which every host
+sees (a multi-host workdir must be shared or gs://); an explicit path must be shared too.
+churn_jax adds two things to JAX's cache:
 - One subdirectory per machine type. XLA:CPU compiles for the host's instruction set (AVX2 or
   AVX-512); JAX's key hashes the device kind ("cpu"), the jaxlib version and the program, and
   we could not find the CPU's features in it, so a cache shared between machines (a home
@@ -65,14 +69,20 @@ def default_root() -> str:
   return os.path.join(base, "churn_jax", "xla")
 
 
-def directory(setting: str, cpuinfo: Optional[str] = None) -> Optional[str]:
+def directory(setting: str, cpuinfo: Optional[str] = None, workdir: Optional[str] = None,
+              process_count: int = 1) -> Optional[str]:
   """The cache directory for `config.compile_cache_dir`, or None when it is off."""
   if not isinstance(setting, str):
     raise ValueError(f"compile_cache_dir must be a string ('auto', a path or ''), "
                      f"got {setting!r}")
   if not setting:
     return None
-  root = default_root() if setting == AUTO else setting
+  if setting != AUTO:
+    root = setting
+  elif process_count > 1 and workdir:  # One cache all hosts read (see the module doc).
+    root = os.path.join(os.fspath(workdir).rstrip("/"), "compile_cache")
+  else:
+    root = default_root()
   return os.path.join(root.rstrip("/"), machine_tag(cpuinfo))
 
 
@@ -132,13 +142,13 @@ def repair(path: str) -> List[str]:
   return removed
 
 
-def configure(setting: str) -> Optional[str]:
+def configure(setting: str, workdir: Optional[str] = None) -> Optional[str]:
   """Points JAX's persistent cache at `directory(setting)`; returns it, or None when off.
 
   Called before the study's first compilation. A directory that cannot be created or written
   turns the cache off with one warning: the study runs, it only compiles.
   """
-  path = directory(setting)
+  path = directory(setting, workdir=workdir, process_count=jax.process_count())
   if path is not None:
     try:
       fileio.makedirs(path)

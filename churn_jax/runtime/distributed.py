@@ -18,7 +18,7 @@ all processes must call it at the same point of the program.
 
 import functools
 import os
-from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import jax
@@ -83,6 +83,10 @@ def maybe_initialize(environ=None) -> bool:
     how = detected_cluster()
     if how is None and force != "1":
       return False
+    if how == "SlurmCluster":
+      devices = slurm_local_device_ids(environ)
+      if devices is not None:
+        kwargs["local_device_ids"] = devices
   # Detection fills whatever kwargs leave unset. A peer that stops sending heartbeats for
   # heartbeat_timeout_seconds makes JAX's client end this process (a C++ fatal log naming
   # the lost task, exit by abort): no process waits forever for a dead one. A Python
@@ -91,6 +95,43 @@ def maybe_initialize(environ=None) -> bool:
   jax.distributed.initialize(**kwargs)
   logging.info("jax.distributed initialised (%s)", how or "forced")
   return True
+
+
+def _tasks_per_node(spec: str) -> List[int]:
+  """SLURM's '8(x2),4' -> [8, 8, 4] (SLURM_STEP_TASKS_PER_NODE, one entry per node)."""
+  counts = []
+  for part in spec.split(","):
+    count, _, repeat = part.partition("(x")
+    counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+  return counts
+
+
+def slurm_local_device_ids(environ) -> Optional[List[int]]:
+  """The GPUs this SLURM task drives: None for JAX's default (one GPU per task), or all.
+
+  JAX gives every SLURM task the one GPU of its local rank, so a single task on a node (a
+  plain `srun --pty`, or --ntasks-per-node=1) would silently train on 1 of 8 GPUs. One task
+  on its node drives all the node's GPUs; one task per GPU is JAX's default; any other count
+  raises ValueError naming both numbers.
+  """
+  visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+  if visible:
+    gpus = len([g for g in visible.split(",") if g.strip()])
+  else:
+    gpus = int(environ.get("SLURM_GPUS_ON_NODE", "0") or 0)
+  spec = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE")
+  if spec:
+    per_node = _tasks_per_node(spec)
+    tasks = per_node[min(int(environ.get("SLURM_NODEID", "0")), len(per_node) - 1)]
+  else:
+    tasks = 1 if environ.get("SLURM_NTASKS") == "1" else None
+  if gpus <= 1 or tasks is None or tasks == gpus:
+    return None
+  if tasks == 1:
+    logging.info("SLURM: one task on this node drives its %d GPUs", gpus)
+    return list(range(gpus))
+  raise ValueError(f"SLURM started {tasks} tasks on this node for its {gpus} GPUs; start one "
+                   f"task per GPU (--ntasks-per-node={gpus}) or one per node")
 
 
 def host_rows(batch_size: int, process_index: Optional[int] = None,

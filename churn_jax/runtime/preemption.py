@@ -6,9 +6,13 @@ step (`current().should_stop(step)`), saves a checkpoint of the finished step an
 `Stopped`, which the command line turns into one line and exit code 143 (SIGTERM) or 130
 (SIGINT). A second SIGINT stops at once (KeyboardInterrupt) for a user who means it.
 
-Multi-host: every process must stop at the same step (a checkpoint is a collective), so with
-several processes the flag is only read at steps that are multiples of `sync_every`, where
-the processes all-gather their flags and stop together if any was signalled.
+Multi-host: every process must stop at the same step (a checkpoint is a collective), and a
+spot VM's ~30 s notice or SLURM's KillWait leaves no time to wait for a logging step. So every
+step each process contributes its flag to a tiny asynchronous all-reduce (one int per device,
+dispatched like the training step, no host sync), and reads the result of the all-reduce it
+dispatched one step earlier. Every process reads the same value for the same step, so all stop
+together, one step after any of them was signalled; the step itself never waits for the host
+(the read is of a result that is already, or nearly, done).
 """
 
 import contextlib
@@ -40,6 +44,7 @@ class Watcher:
 
   def __init__(self):
     self.signum: Optional[int] = None
+    self._agree: Optional["_Agreement"] = None
 
   def _handle(self, signum, frame):
     del frame
@@ -49,17 +54,48 @@ class Watcher:
       self.signum = signum
 
   def should_stop(self, step: int, sync_every: int = 1) -> bool:
+    """Whether to stop after the finished `step`; the same answer on every process.
+
+    With several processes this is a collective: every process calls it once per step, in
+    the same order. `sync_every` is kept for callers; agreement happens every step.
+    """
+    del step, sync_every
     import jax  # pylint: disable=g-import-not-at-top  # This module loads before jax.
     if jax.process_count() == 1:
       return self.signum is not None
-    if step % max(1, int(sync_every)):
-      return False
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    mine = np.int32(self.signum or 0)
-    flags = np.asarray(multihost_utils.process_allgather(mine))
-    if self.signum is None and flags.any():
-      self.signum = int(flags[flags > 0][0])  # Report the signal another host received.
-    return bool(flags.any())
+    if self._agree is None:
+      self._agree = _Agreement()
+    signum = self._agree.step(self.signum or 0)
+    if self.signum is None and signum:
+      self.signum = signum  # Report the signal another host received.
+    return bool(signum)
+
+
+class _Agreement:
+  """A per-step max of every process's signal number, read one step late (see module doc)."""
+
+  def __init__(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    from jax import sharding  # pylint: disable=g-import-not-at-top
+    # Grouped by process: each process's flags fill one contiguous block of the array.
+    devices = np.array(sorted(jax.devices(), key=lambda d: (d.process_index, d.id)))
+    mesh = sharding.Mesh(devices, ("all",))
+    self._sharding = sharding.NamedSharding(mesh, sharding.PartitionSpec("all"))
+    self._local = len(jax.local_devices())
+    self._shape = (devices.size,)
+    replicated = sharding.NamedSharding(mesh, sharding.PartitionSpec())
+    self._max = jax.jit(lambda x: x.max(), out_shardings=replicated)
+    self._pending = None
+
+  def step(self, mine: int) -> int:
+    """Dispatches this step's all-reduce of `mine`; returns the previous step's result."""
+    import jax  # pylint: disable=g-import-not-at-top
+    flags = jax.make_array_from_process_local_data(
+        self._sharding, np.full(self._local, mine, np.int32), self._shape)
+    previous, self._pending = self._pending, self._max(flags)
+    if previous is None:
+      return 0
+    return int(np.asarray(previous.addressable_shards[0].data))
 
 
 class _Never(Watcher):

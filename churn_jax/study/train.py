@@ -158,7 +158,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   watcher = preemption.current()  # SIGTERM/SIGINT: stop at a step boundary, checkpointed.
   try:
     for step in range(start_step + 1, num_steps + 1):
-      if watcher.should_stop(step - 1, log_every):
+      if watcher.should_stop(step - 1):  # Every step: agreed by all hosts (preemption.py).
         _stop(state, method.name, run_ids, checkpointer, step - 1, start_step, watcher.signum)
       wait_start = time.perf_counter()
       batch = next(batch_iter)
@@ -274,7 +274,7 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
   host_devices.configure(host_devices.requested_count(config))
   validate.validate_config(config)
   # Before the first compilation; a valid config only (nothing written for a bad one).
-  compile_cache.configure(config.get("compile_cache_dir", ""))
+  compile_cache.configure(config.get("compile_cache_dir", ""), workdir)  # Shared by hosts.
   dataset = data_lib.get_dataset(config.data)
   validate.validate_with_dataset(config, dataset)
   order = study_order(config, method_names(config))

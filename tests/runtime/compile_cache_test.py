@@ -49,6 +49,18 @@ class DirectoryTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "compile_cache_dir must be a string"):
       compile_cache.directory(3)
 
+  def test_several_processes_share_one_cache_in_the_workdir(self):
+    # JAX writes entries from process 0 only: each host's own ~/.cache would fill on host 0
+    # alone, so with several processes "auto" is a directory every host sees.
+    tag = compile_cache.machine_tag(_AVX2)
+    self.assertEqual(compile_cache.directory("auto", _AVX2, "gs://b/w/", process_count=2),
+                     f"gs://b/w/compile_cache/{tag}")
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": "/x/cache"}):
+      self.assertEqual(compile_cache.directory("auto", _AVX2, "gs://b/w", process_count=1),
+                       os.path.join("/x/cache/churn_jax/xla", tag))
+    self.assertEqual(compile_cache.directory("/nfs/xla", _AVX2, "gs://b/w", process_count=4),
+                     f"/nfs/xla/{tag}")
+
   def test_one_directory_per_instruction_set_not_per_core_count(self):
     avx512 = _AVX2.replace("avx2 fma", "avx2 fma avx512f avx512bw")
     zen4 = _AVX2.replace("model\t\t: 1", "model\t\t: 17")  # Same "model name", other CPU.
@@ -113,6 +125,14 @@ class RepairTest(absltest.TestCase):
     self.assertTrue(on.startswith(self.dir))
     compile_cache.configure("")
     self.assertIsNone(jax.config.jax_compilation_cache_dir)
+
+  def test_configure_puts_a_multi_process_cache_in_the_workdir(self):
+    self.addCleanup(compile_cache.configure, "")
+    with mock.patch.object(compile_cache.jax, "process_count", return_value=2):
+      path = compile_cache.configure("auto", workdir=self.dir)
+    self.assertEqual(path, os.path.join(self.dir, "compile_cache", compile_cache.machine_tag()))
+    self.assertEqual(jax.config.jax_compilation_cache_dir, path)
+    self.assertTrue(os.path.isdir(path))
 
   def test_a_process_can_switch_directories_and_turn_the_cache_off(self):
     # JAX opens its cache once per process; a notebook or test that configures again must

@@ -19,6 +19,7 @@ relative + 1e-7 absolute.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from churn_jax.engine import sharding
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Every method kind: baseline, co-distillation, an ensemble, a two-stage distillation (its
 # teacher is ensemble2), anti-distillation and stale peers (refreshed every 2 steps).
+_INJECT = os.path.join(_ROOT, "tests", "runtime", "unreadable_newest_main.py")
 _ALL_KINDS = "baseline,codistill,ensemble2,ens_distill,anti_distill,codistill_ce_stale"
 
 
@@ -43,9 +45,12 @@ def _free_port() -> int:
 
 
 def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KINDS,
-            port=None):
-  """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens."""
-  args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
+            port=None, unreadable_on=None):
+  """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens.
+
+  Process `unreadable_on` cannot read the newest checkpoint (unreadable_newest_main.py).
+  """
+  args = [os.path.join(_ROOT, "launch", "main.py"),
           f"--config={_ROOT}/experiments/digits.py:quick,runs={runs}", f"--workdir={workdir}",
           f"--config.methods={methods}", f"--config.strategy={strategy}",
           f"--config.num_train_steps={steps}", "--config.model.hidden=(16,)",
@@ -61,7 +66,9 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
       env.update(CHURN_JAX_COORDINATOR=f"127.0.0.1:{port}", CHURN_JAX_PROCESS_ID=str(i),
                  CHURN_JAX_NUM_PROCESSES=str(processes), CHURN_JAX_HEARTBEAT_TIMEOUT="10")
     log = open(f"{workdir}.{processes}.{i}.log", "w")
-    procs.append(subprocess.Popen(args, env=dict(env), stdout=log, stderr=subprocess.STDOUT))
+    main = [_INJECT] if i == unreadable_on else args[:1]
+    procs.append(subprocess.Popen([sys.executable] + main + args[1:], env=dict(env), stdout=log,
+                                  stderr=subprocess.STDOUT))
     log.close()
   return procs
 
@@ -135,23 +142,33 @@ class MultiHostTest(absltest.TestCase):
       self.assertLen(ckpt, 1, name)
       self.assertIn("4", os.listdir(os.path.join(work["vmap2"], "checkpoints", ckpt[0])))
 
-  def test_killed_process_stops_the_other_and_the_rerun_resumes(self):
-    # 2 runs: the run axis crosses processes. Process 1 is killed once co-distillation has
-    # saved its first checkpoint; process 0 must fail soon, saying why, not hang.
+  def test_stop_kill_and_unreadable_checkpoint_then_identical_results(self):
+    # 2 runs: the run axis crosses processes. Three faults in turn, then the results must equal
+    # one process's: (1) SIGTERM to process 1 only: both stop at the same step with a
+    # checkpoint (runtime/preemption.py); (2) process 1 killed: process 0 must fail soon,
+    # saying why, not hang; (3) the newest checkpoint unreadable on process 1 only: both
+    # resume from the same older step (runtime/checkpoint.py).
     steps, single, multi = 40, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
     reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill")
     procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
-    deadline = time.time() + 600
-    while not self._codistill_checkpointed(multi):
-      self.assertLess(time.time(), deadline, "no co-distillation checkpoint appeared")
-      self.assertIsNone(procs[0].poll(), "finished before the kill; raise the steps")
-      time.sleep(0.1)
+    self._wait_for_checkpoint(multi, procs, after=0)
+    procs[1].send_signal(signal.SIGTERM)
+    rcs = [p.wait(timeout=240) for p in procs]
+    logs = [self._log(multi, i) for i in range(2)]
+    self.assertEqual(rcs, [143, 143], logs[0][-2000:] + logs[1][-2000:])
+    stopped = [re.findall(r"stopped at step (\d+) of codistill, checkpoint saved", log)
+               for log in logs]
+    self.assertLen(stopped[0], 1, logs[0][-2000:])
+    self.assertEqual(stopped[0], stopped[1])
+    self.assertIn(stopped[0][0], os.listdir(self._codistill_dir(multi)))
+
+    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
+    self._wait_for_checkpoint(multi, procs, after=int(stopped[0][0]))
     procs[1].send_signal(signal.SIGKILL)
     killed_at = time.time()
     rc = procs[0].wait(timeout=240)
     waited = time.time() - killed_at
-    with open(f"{multi}.2.0.log") as f:
-      log = f.read()
+    log = self._log(multi, 0)
     self.assertNotEqual(rc, 0, log[-2000:])
     self.assertLess(waited, 120, log[-2000:])  # Heartbeat timeout 10 s, plus a loaded machine.
     # One line says why: main.py's "error: ..." when Python sees the failure first (a
@@ -161,23 +178,50 @@ class MultiHostTest(absltest.TestCase):
     self.assertTrue(reasons, log[-2000:])
     procs[1].wait()
 
-    _wait(self, _launch(multi, 2, 2, steps=steps, methods="baseline,codistill"), multi)
-    with open(f"{multi}.2.0.log") as f:
-      log = f.read()
-    self.assertIn("method baseline: finished earlier, results reused", log)
-    self.assertRegex(log, r"method codistill: resumed from step \d+")
+    newest = max(int(s) for s in os.listdir(self._codistill_dir(multi)) if s.isdigit())
+    _wait(self, _launch(multi, 2, 2, steps=steps, methods="baseline,codistill",
+                        unreadable_on=1), multi)
+    logs = [self._log(multi, i) for i in range(2)]
+    for log in logs:
+      self.assertIn("method baseline: finished earlier, results reused", log)
+      self.assertRegex(log, rf"checkpoint \S+/{newest} is rejected: ")
+    self.assertIn(f"/{newest} is rejected: process 1 could not read it", logs[0])
+    resumed = [re.findall(r"method codistill: resumed from step (\d+)", log) for log in logs]
+    self.assertLen(resumed[0], 1, logs[0][-2000:])
+    self.assertEqual(resumed[0], resumed[1])
+    self.assertLess(int(resumed[0][0]), newest)
     _wait(self, reference, single)
     self.assert_same_results(multi, single, bitwise=["codistill"])  # Mesh (2, 2, 2).
 
   @staticmethod
-  def _codistill_checkpointed(workdir):
+  def _log(workdir, i):
+    with open(f"{workdir}.2.{i}.log") as f:
+      return f.read()
+
+  @staticmethod
+  def _codistill_dir(workdir):
+    root = os.path.join(workdir, "checkpoints")
+    names = [d for d in os.listdir(root) if d.startswith("codistill-")]
+    assert len(names) == 1, names
+    return os.path.join(root, names[0])
+
+  def _wait_for_checkpoint(self, workdir, procs, after):
+    """Waits until co-distillation has a finished checkpoint newer than step `after`."""
+    deadline = time.time() + 600
+    while not self._codistill_checkpointed(workdir, after):
+      self.assertLess(time.time(), deadline, "no co-distillation checkpoint appeared")
+      self.assertIsNone(procs[0].poll(), "finished before the signal; raise the steps")
+      time.sleep(0.05)
+
+  @staticmethod
+  def _codistill_checkpointed(workdir, after=0):
     root = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(root):
       return False
-    # Any finished step directory: orbax keeps only the newest two, so a given step may be
-    # gone again before the next poll.
+    # Any finished step directory past `after`: orbax keeps only the newest two, so a given
+    # step may be gone again before the next poll.
     return any(d.startswith("codistill-") and
-               any(s.isdigit() for s in os.listdir(os.path.join(root, d)))
+               any(s.isdigit() and int(s) > after for s in os.listdir(os.path.join(root, d)))
                for d in os.listdir(root))
 
 

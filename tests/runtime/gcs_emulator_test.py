@@ -1,0 +1,173 @@
+"""gs:// workdirs against a Cloud Storage emulator on loopback (gcp-storage-emulator).
+
+Google's clients read STORAGE_EMULATOR_HOST (gcsfs, hence etils.epath and fileio.py); orbax
+writes arrays through tensorstore, whose GCS driver reads TENSORSTORE_GCS_HTTP_URL instead
+(found in its flags: "Url to used for http access to google cloud storage"); both point at
+the emulator, so results, predictions, plots, curves and orbax checkpoints all go to the
+bucket. GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false: gcsfs would else probe the bucket over gRPC
+and wait 60 s per call against the emulator.
+
+The emulator is installed by the `test` extra (setup.cfg); a missing or silent emulator
+fails the test with what to install, it never skips.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BUCKET = "churn-test"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class GcsEmulatorTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    exe = shutil.which("gcp-storage-emulator") or os.path.join(
+        os.path.dirname(sys.executable), "gcp-storage-emulator")
+    if not os.path.exists(exe):
+      raise AssertionError("gcp-storage-emulator is not installed: pip install -e '.[test]'")
+    port = _free_port()
+    cls.emulator = subprocess.Popen(
+        [exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory",
+         f"--default-bucket={_BUCKET}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    cls.env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu", STORAGE_EMULATOR_HOST=url,
+                   TENSORSTORE_GCS_HTTP_URL=url, GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
+                   CHURN_JAX_CACHE=tempfile.mkdtemp(prefix="gcs_locks_"))
+    cls.env.pop("XLA_FLAGS", None)
+    os.environ.update({k: cls.env[k] for k in (
+        "STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")})
+    deadline = time.time() + 60
+    while True:
+      try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+      except OSError:
+        if cls.emulator.poll() is not None or time.time() > deadline:
+          cls.emulator.kill()
+          raise AssertionError(f"the Cloud Storage emulator did not start on port {port}")
+        time.sleep(0.2)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.emulator.kill()
+    cls.emulator.wait()
+    super().tearDownClass()
+
+  def launch(self, workdir, steps=20, log=None):
+    args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
+            f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
+            "--config.methods=baseline", f"--config.num_train_steps={steps}",
+            "--config.model.hidden=(16,)", "--config.checkpoint_every_steps=5",
+            "--config.progress=False", "--config.compile_cache_dir="]
+    out = open(log or os.devnull, "w")
+    proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    out.close()
+    return proc
+
+  def files(self, prefix):
+    """Every object under `prefix`, relative to it; listed afresh (gcsfs caches listings)."""
+    import gcsfs  # pylint: disable=g-import-not-at-top  # After the env is set.
+    fs = gcsfs.GCSFileSystem(token="anon", skip_instance_cache=True, use_listings_cache=False)
+    root = prefix[len("gs://"):].rstrip("/")
+    return sorted(f[len(root):].lstrip("/") for f in fs.find(root))
+
+  def test_study_in_a_bucket_is_killed_resumes_identically_and_is_exclusive(self):
+    tmp = tempfile.mkdtemp(prefix="gcs_")
+    workdir, local = f"gs://{_BUCKET}/studies/digits", os.path.join(tmp, "local")
+    log = os.path.join(tmp, "first.log")
+    reference = self.launch(local)
+    first = self.launch(workdir, log=log)
+    deadline = time.time() + 600
+    while not any(f.startswith("checkpoints/baseline-") for f in self.files(workdir)):
+      self.assertLess(time.time(), deadline, "no checkpoint in the bucket")
+      self.assertIsNone(first.poll(), "finished before the kill; raise the steps")
+      time.sleep(0.5)
+    # A second study on the same bucket path is refused while the first holds it.
+    second = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
+         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}"],
+        env=self.env, capture_output=True, text=True, timeout=300)
+    self.assertEqual(second.returncode, 1, second.stderr[-2000:])
+    self.assertRegex(second.stderr, r"error: workdir gs://\S+ is in use by another study")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    rerun_log = os.path.join(tmp, "rerun.log")
+    rerun = self.launch(workdir, log=rerun_log)
+    self.assertEqual(rerun.wait(timeout=900), 0, open(rerun_log).read()[-3000:])
+    self.assertEqual(reference.wait(timeout=900), 0)
+    with open(rerun_log) as f:
+      self.assertRegex(f.read(), r"method baseline: resumed from step \d+")
+
+    files = self.files(workdir)
+    for name in ("results.json", "results.md", "config.json", "predictions/baseline.npz",
+                 "plots/accuracy_vs_churn.png", "curves/baseline.jsonl"):
+      self.assertIn(name, files)
+    ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/20/" in f]
+    self.assertTrue(ckpt, files)  # Orbax's final checkpoint, arrays and all, in the bucket.
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    remote = json.loads(epath.Path(f"{workdir}/results.json").read_text())["methods"]
+    with open(os.path.join(local, "results.json")) as f:
+      self.assertEqual(remote, json.load(f)["methods"])  # Bitwise: sha256s of predictions too.
+
+  def test_fresh_venv_with_the_launchers_packages_writes_to_a_bucket(self):
+    # Exactly what `tpu_vm.sh setup` installs (read from the script), into an empty venv:
+    # a dependency gs:// needs and the launcher forgets fails here, not on a TPU. jax[tpu]
+    # brings libtpu; JAX_PLATFORMS=cpu runs the study on this machine's CPU.
+    with open(os.path.join(_ROOT, "launch", "tpu_vm.sh")) as f:
+      script = f.read()
+    self.assertIn('"churn_jax[gcs] @ file://${sdist}', script.replace("\\", ""))
+    self.assertIn("'jax[tpu]==${JAX_VERSION}'", script)
+    jax_version = re.search(r'JAX_VERSION="\$\{JAX_VERSION:-([^}]+)\}"', script).group(1)
+    tmp = tempfile.mkdtemp(prefix="gcs_venv_")
+    start = time.time()
+    from setuptools import build_meta  # pylint: disable=g-import-not-at-top
+    cwd = os.getcwd()
+    try:
+      os.chdir(_ROOT)
+      sdist = os.path.join(tmp, build_meta.build_sdist(tmp))
+    finally:
+      os.chdir(cwd)
+    subprocess.run([sys.executable, "-m", "venv", os.path.join(tmp, "venv")], check=True)
+    python = os.path.join(tmp, "venv", "bin", "python")
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", f"churn_jax[gcs] @ file://{sdist}",
+                          f"jax[tpu]=={jax_version}"], capture_output=True, text=True,
+                         timeout=1800)
+    self.assertEqual(pip.returncode, 0, pip.stderr[-3000:])
+    print(f"fresh venv with the launcher's packages: {time.time() - start:.0f} s", flush=True)
+    workdir = f"gs://{_BUCKET}/fresh_venv/digits"
+    env = dict(self.env)
+    env.pop("PYTHONPATH")  # The installed sdist, not this checkout.
+    run = subprocess.run(
+        [python, os.path.join(_ROOT, "launch", "main.py"),
+         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
+         "--config.methods=baseline", "--config.num_train_steps=4",
+         "--config.model.hidden=(16,)", "--config.progress=False", "--config.compile_cache_dir="],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
+    self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-3000:])
+    files = self.files(workdir)
+    self.assertIn("results.json", files)
+    self.assertTrue([f for f in files if f.startswith("checkpoints/baseline-") and "/4/" in f],
+                    files)
+
+
+if __name__ == "__main__":
+  absltest.main()
