@@ -123,14 +123,16 @@ def report(argv: Sequence[str]) -> int:
   parser.add_argument("--against", default="", help="Comma-separated methods: also write "
                       "differences_vs_<method>.{md,csv}, every method against that one "
                       "(e.g. anti_distill against ensemble2).")
+  parser.add_argument("--repair", action="store_true", help="Rewrite results.json from the "
+                      "predictions where they disagree (refused without this flag).")
   args = parser.parse_args(argv)
   try:
-    written, warnings = regenerate.regenerate(
-        args.workdir, against=[a for a in args.against.split(",") if a])
+    written, notes = regenerate.regenerate(
+        args.workdir, against=[a for a in args.against.split(",") if a], repair=args.repair)
   except ValueError as e:
     return _fail(str(e))
-  for warning in warnings:
-    print(f"warning: {warning}", file=sys.stderr)
+  for note in notes:
+    print(note, file=sys.stderr)
   print("\n".join(["written:"] + written))
   return 0
 

@@ -4,7 +4,8 @@ Every study calls `write_plots` at its end; `regenerate` recomputes each method'
 WORKDIR/predictions/<method>.npz (checked against the sha256 in results.json), rewrites
 results.{md,csv,tex} and differences.{md,csv} (each method against the baseline, with
 bootstrap intervals) from them and redraws the plots, so what a reader sees always follows
-from files they can open. results.json itself is left as the study wrote it.
+from files they can open. results.json is derived data too: a value its predictions do not
+reproduce is refused, or rewritten from them with `report --repair`.
 """
 
 import copy
@@ -16,7 +17,7 @@ import numpy as np
 
 from churn_jax.outputs import observer, plots, predictions, results_files, tables
 from churn_jax.protocol import tables as protocol_tables
-from churn_jax.study import evaluate
+from churn_jax.study import results_store
 
 PLOTS_DIRNAME = "plots"
 DIFFERENCES_STEM = "differences"
@@ -160,24 +161,14 @@ def _rewrite_protocol(workdir: str, results: Dict[str, Any]) -> List[str]:
   return protocol_tables.write_protocol(workdir, results, header)
 
 
-def _max_difference(a, b) -> float:
-  """Largest absolute difference between two summaries ({mean, std, values})."""
-  worst = 0.0
-  for x, y in zip([a["mean"], a["std"]] + list(a["values"]),
-                  [b["mean"], b["std"]] + list(b["values"])):
-    if (x is None) != (y is None):
-      return float("inf")
-    if x is not None:
-      worst = max(worst, abs(float(x) - float(y)))
-  return worst
-
-
-def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = ()):
+def regenerate(workdir: str, against: Sequence[str] = (), repair: bool = False):
   """Recomputes the tables from the predictions and redraws the plots; `against` adds
   differences_vs_<method>.{md,csv} for each method named (a ValueError if it is unknown).
 
-  Returns (written paths, warnings): a warning names a value of results.json that its
-  predictions do not reproduce within `tolerance`.
+  results.json is derived data: a metric its predictions do not reproduce is refused (a
+  ValueError naming the method and field, nothing written) unless `repair`, which rewrites
+  results.json from the predictions. Returns (written paths, notes): a note names each
+  repaired field.
   """
   results = _load_results(workdir)
   unknown = [a for a in against if a not in results["methods"]]
@@ -186,19 +177,22 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
                      f"{', '.join(results['methods'])}")
   alpha = float(results.get("config", {}).get("schurn_alpha", 1.0))
   fresh = copy.deepcopy(results)
-  warnings = []
+  mismatches = []
   for name, entry in results["methods"].items():
-    path = predictions.check(workdir, name, entry.get("predictions"))
-    pred = predictions.load(path)
-    summary = evaluate.summarize(pred["deployed"], pred["labels"], alpha)
-    for key, value in summary.items():
-      old = entry.get(key)
-      if isinstance(value, dict) and isinstance(old, dict):
-        diff = _max_difference(value, old)
-        if diff > tolerance:
-          warnings.append(f"{name}.{key}: results.json differs from its predictions by {diff:g}")
-      fresh["methods"][name][key] = value
+    summary, wrong = results_store.rederive(workdir, name, entry, alpha)
+    mismatches += wrong
+    fresh["methods"][name].update(summary)
+  if mismatches and not repair:
+    raise ValueError(f"{os.path.join(workdir, 'results.json')}: {mismatches[0]}"
+                     + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "")
+                     + "; rerun with --repair to rewrite it from the predictions (nothing "
+                     "was changed)")
+  notes = [f"repaired {m}" for m in mismatches]
   written = []
+  if mismatches:
+    path = os.path.join(workdir, "results.json")
+    results_files.atomic_write(path, json.dumps(fresh, indent=1) + "\n")
+    written.append(path)
   for ext, fmt in (("md", tables.format_markdown), ("csv", tables.format_csv),
                    ("tex", tables.format_latex)):
     path = os.path.join(workdir, f"results.{ext}")
@@ -209,4 +203,4 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
     written += _rewrite_protocol(workdir, fresh)
   for name in against:
     written += write_differences(workdir, fresh, against=name)
-  return written + write_plots(workdir, fresh), warnings
+  return written + write_plots(workdir, fresh), notes
