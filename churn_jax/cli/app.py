@@ -17,7 +17,8 @@ from typing import List, Optional, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
-from churn_jax.runtime import preemption, workdir_lock  # Light: jax is imported after parsing.
+# Light: jax is imported after parsing.
+from churn_jax.runtime import io_errors, preemption, workdir_lock
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -189,10 +190,29 @@ def parse(argv: Sequence[str]) -> List[str]:
   return rest
 
 
+def _orbax_record_shown(record) -> bool:
+  """Orbax logs every file transfer at INFO: keep its warnings, drop the chatter, and drop
+  its tracebacks of a full disk (the study reports that itself, in one line)."""
+  if "/orbax/" not in record.pathname:
+    return True
+  if record.levelno < std_logging.WARNING:
+    return False
+  text = record.getMessage()
+  if record.exc_info and record.exc_info[1] is not None:
+    text += str(record.exc_info[1])
+  return not io_errors.matches(text)
+
+
 def _quiet_orbax() -> None:
-  # Orbax logs every file transfer at INFO; keep its warnings, drop the chatter.
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
+  logging.get_absl_handler().addFilter(_orbax_record_shown)
+
+
+def _hard_exit(code: int) -> None:
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # Exit handlers (TensorBoard's writers flushing to the full disk, a lost peer at jax's
+  # shutdown barrier) would print tracebacks or wait; what is saved is already on disk.
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def main(config, workdir: str) -> int:
@@ -203,9 +223,17 @@ def main(config, workdir: str) -> int:
   from churn_jax.study import train
   import jax  # pylint: disable=g-import-not-at-top
   try:
-    workdir_lock.check_workdir(workdir)
-    distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
-    results = train.train_and_evaluate(config, workdir)
+    try:
+      workdir_lock.check_workdir(workdir)
+      distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
+      results = train.train_and_evaluate(config, workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      storage = io_errors.describe(e, workdir)  # Disk full in any shape, orbax's included.
+      if storage is None:
+        raise  # To the clauses below.
+      print(f"error: {storage}", file=sys.stderr, flush=True)
+      _hard_exit(1)
+      return 1
   except preemption.Stopped as e:
     print(e, file=sys.stderr, flush=True)
     return e.exit_code
@@ -220,7 +248,7 @@ def main(config, workdir: str) -> int:
     return 1
   except jax.errors.JaxRuntimeError as e:  # A peer process died, or a device failed.
     print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
-    os._exit(1)  # Exit handlers would wait for the lost peer at jax's shutdown barrier.
+    _hard_exit(1)
   print(results_files.format_table(results))
   print(f"results written to {workdir.rstrip('/')}/results.{{json,csv,md}}")
   return 0
