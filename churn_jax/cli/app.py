@@ -19,12 +19,13 @@ from ml_collections import config_flags
 
 # Light: jax is imported after parsing.
 from churn_jax.runtime import io_errors, preemption, workdir_lock
+from churn_jax.study import config_checks
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
+CONFIG = _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/*.py), optionally with ':ARGS'.",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string(
+WORKDIR = _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (or gs://bucket/path) for results, config.json, checkpoints.")
 
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
@@ -262,7 +263,10 @@ def run(argv: Optional[Sequence[str]] = None, program: str = "launch/main.py") -
     sys.exit(0)
   try:
     parse(argv)
-  except UsageError as e:
+    # The config's plain values, before JAX is imported (a typo costs no ~9 s of imports).
+    config_checks.check_values(_CONFIG.value)
+    workdir_lock.check_workdir(FLAGS.workdir)
+  except ValueError as e:  # UsageError included.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   logging.use_absl_handler()

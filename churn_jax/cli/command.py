@@ -33,7 +33,7 @@ def train(argv: Sequence[str]) -> int:
   except ImportError:
     app = None
   if app is not None:
-    return app.run(["churn-jax train", *argv]) or 0
+    return app.run(["churn-jax train", *argv], program="churn-jax train") or 0
   return _train_with_absl(["churn-jax train", *argv])
 
 
