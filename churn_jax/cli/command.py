@@ -9,6 +9,7 @@ Bad input is one line on stderr and exit status 1; nothing is written.
 
 import argparse
 import json
+import math
 import sys
 from typing import Optional, Sequence
 
@@ -93,8 +94,10 @@ def compare(argv: Sequence[str]) -> int:
   parser.add_argument("--top", type=int, default=10, help="rows of the flip tables")
   parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
   args = parser.parse_args(argv)
-  if args.alpha <= 0 or args.top < 1 or args.bootstrap < 1:
-    return _fail("--alpha must be > 0, --top and --bootstrap >= 1")
+  if not (math.isfinite(args.alpha) and args.alpha > 0):
+    return _fail(f"--alpha must be a finite number > 0, got {args.alpha}")
+  if args.top < 1 or args.bootstrap < 1:
+    return _fail("--top and --bootstrap must be >= 1")
   try:
     a = compare_lib.load_model(args.a, "A", args.method, args.run, args.logits)
     b = compare_lib.load_model(args.b, "B", args.method_b or args.method,

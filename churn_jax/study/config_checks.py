@@ -89,9 +89,23 @@ def check_numbers(config) -> None:
       _fail(f"{key} = {value} is not a finite number")
 
 
+def check_model_sequences(config) -> None:
+  """The model's sequences (widths, channels, strides) hold numbers: config_flags parses
+  `--config.model.hidden=abc` into a tuple holding 'abc'."""
+  model = config.get("model")
+  if model is None:
+    return
+  for key, value in model.to_dict().items():
+    if isinstance(value, (list, tuple)):
+      for sub_key, sub in _leaves(value, f"model.{key}."):
+        if isinstance(sub, bool) or not isinstance(sub, (int, float)):
+          _fail(f"{sub_key} = {sub!r} must be a number (model.{key} = {tuple(value)!r})")
+
+
 def check_values(config) -> None:
   """Finite numbers and the ranges of the study's plain keys (no JAX, no data)."""
   check_numbers(config)
+  check_model_sequences(config)
   for key, (low, high, why) in _INT_RANGES.items():
     value = _integer(config, key)
     if value is None:
