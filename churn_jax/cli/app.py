@@ -251,7 +251,9 @@ def main(config, workdir: str) -> int:
     print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
     _hard_exit(1)
   print(results_files.format_table(results))
-  print(f"results written to {workdir.rstrip('/')}/results.{{json,csv,md}}")
+  root = workdir.rstrip("/")
+  print(f"written in {root}: results.{{json,csv,md,tex}}, differences.{{md,csv}} (against the "
+        f"baseline), plots/, predictions/, curves/, tensorboard/, config.json, timings.json")
   return 0
 
 

@@ -107,10 +107,15 @@ def summary_rows(results: Dict[str, Any], selection: str = "validation",
   return rows
 
 
+def _pp(value: float) -> str:
+  """Signed percentage points; a value that rounds to zero is +0.00, never -0.00."""
+  return f"{round(100 * value, 2) + 0.0:+.2f}"
+
+
 def _diff_text(d: Optional[Dict[str, Any]]) -> str:
   if d is None:
     return "-"
-  text = f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] {d['verdict']}"
+  text = f"{_pp(d['diff'])} [{_pp(d['low'])}, {_pp(d['high'])}] {d['verdict']}"
   return text + (f" (Welch p={d['welch_p']:.3f})" if d.get("welch_p") is not None else "")
 
 
@@ -155,8 +160,8 @@ def summary_latex(rows, caption: str = "") -> str:
   for r in rows:
     pm = lambda k: (_fmt(r[k], k != "schurn").replace("±", "$\\pm$") if k in r else "-")
     d = r.get("d_churn")
-    diff = "-" if d is None else (f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, "
-                                  f"{100 * d['high']:+.2f}] {d['verdict']}")
+    diff = "-" if d is None else (f"{_pp(d['diff'])} [{_pp(d['low'])}, "
+                                  f"{_pp(d['high'])}] {d['verdict']}")
     coef = "-" if r["coefficient"] is None else f"{r['coefficient']:g}"
     lines.append(f"{esc(r['method'])} & {coef} & {pm('accuracy')} & {pm('churn')} & "
                  f"{pm('schurn')} & {diff} \\\\")

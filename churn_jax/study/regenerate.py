@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Dict, List, Sequence
 
+import ml_collections
 import numpy as np
 
 from churn_jax.outputs import observer, plots, predictions, results_files, tables
@@ -42,9 +43,29 @@ def _mean_band(values: List[List[float]]):
   return arr.mean(1), arr.min(1), arr.max(1)
 
 
-def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
-  """Training-curve and eval panels from WORKDIR/curves/<method>.jsonl of the given methods."""
+def _schedule_series(config: Dict[str, Any]):
+  """The learning rate of every step 1..num_train_steps from the study's own schedule (the
+  log points alone would draw a step decay as a ramp); None without a recorded config."""
+  try:
+    lr_fn = observer.learning_rate_fn(ml_collections.ConfigDict(config))
+    steps = np.arange(1, int(config["num_train_steps"]) + 1)
+    # The update of step t used the schedule's value at t - 1 (observer.on_log).
+    return plots.Series("every method", steps, np.asarray(lr_fn(steps - 1), float),
+                        steps=True)
+  except (KeyError, TypeError, ValueError, AttributeError):
+    return None
+
+
+def _curve_panels(workdir: str, names, config: Dict[str, Any] = None,
+                  members: Dict[str, int] = None) -> Dict[str, List[plots.Panel]]:
+  """Training-curve and eval panels from WORKDIR/curves/<method>.jsonl of the given methods.
+
+  A method with M > 1 members minimises the sum of its members' losses: its loss is drawn
+  divided by M, so it shares an axis with single models. Coefficients that stay 0 are left
+  out.
+  """
   loss, lr, coefs, acc, churn = [], [], [], [], []
+  members = members or {}
   for name in names:
     path = observer.curves_path(workdir, name)
     if not os.path.exists(path):
@@ -53,15 +74,17 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     keys = sorted({k for r in train for k in r["runs"]})
+    m = max(int(members.get(name, 1) or 1), 1)
     for key in keys:
       rows = [r for r in train if key in r["runs"]]
       steps = [r["step"] for r in rows]
       mean, lo, hi = _mean_band([r["runs"][key] for r in rows])
       if key == "loss":
-        loss.append(plots.Series(name, steps, mean, lo, hi))
+        label = name if m == 1 else f"{name} (sum / {m} members)"
+        loss.append(plots.Series(label, steps, mean / m, lo / m, hi / m))
       elif key == "learning_rate":
-        lr.append(plots.Series(name, steps, mean))
-      elif key.startswith("coef/"):
+        lr.append(plots.Series(name, steps, mean, steps=True))
+      elif key.startswith("coef/") and np.nanmax(np.abs(hi)) > 0:
         coefs.append(plots.Series(f"{name} {key[5:]}", steps, mean, lo, hi))
     if evals:
       steps = [r["step"] for r in evals]
@@ -69,11 +92,14 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
       acc.append(plots.Series(name, steps, 100 * mean, 100 * lo, 100 * hi))
       mean, lo, hi = _mean_band([r["pairs"]["churn"] for r in evals])
       churn.append(plots.Series(name, steps, 100 * mean, 100 * lo, 100 * hi))
+  exact = _schedule_series(config) if (lr and config) else None
+  if exact is not None:
+    lr = [exact]  # One schedule for the whole study, at every step.
   out = {}
   if loss or lr or coefs:
     out["training_curves"] = [
-        plots.Panel("training loss (mean, band: min-max over runs)", "step", "loss", loss,
-                    logy=all(np.nanmin(s.lo) > 0 for s in loss)),  # SKL losses go negative.
+        plots.Panel("training loss per model (mean, band: min-max over runs)", "step", "loss",
+                    loss, logy=all(np.nanmin(s.lo) > 0 for s in loss)),  # SKL goes negative.
         plots.Panel("learning rate", "step", "learning rate", lr)]
     if coefs:
       out["training_curves"].append(plots.Panel("loss coefficients", "step", "value", coefs))
@@ -85,8 +111,12 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
   return out
 
 
-def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
-  """Writes WORKDIR/plots/*.png (each with its .csv); returns the PNG paths."""
+CURVE_STEMS = ("training_curves", "eval_curves")
+
+
+def write_plots(workdir: str, results: Dict[str, Any], removed: List[str] = None) -> List[str]:
+  """Writes WORKDIR/plots/*.png (each with its .csv); returns the PNG paths. A curve plot
+  whose data (curves/) is gone is deleted, not left stale; its path goes to `removed`."""
   out_dir = os.path.join(workdir, PLOTS_DIRNAME)
   methods = results["methods"]
   data = results.get("config", {}).get("data", {})
@@ -112,10 +142,20 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
     path = os.path.join(out_dir, "reliability.png")
     plots.plot_reliability(path, diagrams)
     written.append(path)
-  for stem, panels in _curve_panels(workdir, list(methods)).items():
+  curves = _curve_panels(workdir, list(methods), results.get("config"),
+                         {n: e.get("num_members", 1) for n, e in methods.items()})
+  for stem, panels in curves.items():
     path = os.path.join(out_dir, f"{stem}.png")
     plots.plot_panels(path, panels, title=where)
     written.append(path)
+  for stem in CURVE_STEMS:
+    if stem not in curves:
+      for ext in ("png", "csv"):
+        path = os.path.join(out_dir, f"{stem}.{ext}")
+        if os.path.exists(path):
+          os.remove(path)
+          if removed is not None:
+            removed.append(path)
   return written
 
 
@@ -203,4 +243,7 @@ def regenerate(workdir: str, against: Sequence[str] = (), repair: bool = False):
     written += _rewrite_protocol(workdir, fresh)
   for name in against:
     written += write_differences(workdir, fresh, against=name)
-  return written + write_plots(workdir, fresh), notes
+  removed = []
+  written += write_plots(workdir, fresh, removed)
+  notes += [f"removed {p}: its data (curves/) is gone" for p in removed]
+  return written, notes
