@@ -208,6 +208,38 @@ def _quiet_orbax() -> None:
   logging.get_absl_handler().addFilter(_orbax_record_shown)
 
 
+class _HoldStartupInfo(std_logging.Filter):
+  """Holds INFO records back until the study has passed its refusals.
+
+  A refusal (bad data, a busy workdir, a foreign results.json) is then the only line a user
+  sees, not three lines of JAX start-up before it. The trainer's "dataset ..." line comes
+  after every refusal: it releases what was held, in order. `MAX_HELD` bounds the wait.
+  """
+  MAX_HELD = 50
+
+  def __init__(self, handler):
+    super().__init__()
+    self._handler = handler
+    self.held = []
+    self.released = False
+
+  def filter(self, record) -> bool:
+    if self.released or record.levelno >= std_logging.WARNING:
+      return True
+    self.held.append(record)
+    if record.getMessage().startswith("dataset ") or len(self.held) >= self.MAX_HELD:
+      self.release()
+    return False
+
+  def release(self) -> None:
+    self.released = True
+    held, self.held = self.held, []
+    others = [f for f in self._handler.filters if f is not self]
+    for record in held:  # The handler's other filters (plain functions or Filters) still apply.
+      if all(f.filter(record) if hasattr(f, "filter") else f(record) for f in others):
+        self._handler.emit(record)
+
+
 def _hard_exit(code: int) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
@@ -274,4 +306,10 @@ def run(argv: Optional[Sequence[str]] = None, program: str = "launch/main.py") -
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   _quiet_orbax()
-  sys.exit(main(_CONFIG.value, FLAGS.workdir))
+  handler = logging.get_absl_handler()
+  hold = _HoldStartupInfo(handler)
+  handler.addFilter(hold)
+  code = main(_CONFIG.value, FLAGS.workdir)
+  if code == 0:
+    hold.release()  # A study with nothing left to train logs no "dataset" line before.
+  sys.exit(code)

@@ -135,7 +135,7 @@ def load_model(path: str, side: str, method: Optional[str] = None, run: int = 0,
     is_study = "deployed" in _npz_files(path, side)
     if is_study:
       pred = predictions.load(path)
-      runs = list(pred["run_ids"])
+      runs = [int(r) for r in pred["run_ids"]]  # Not np.int64(0) in messages.
       if run not in runs:
         raise CompareError(f"{side}: run {run} is not in {path} (runs {runs})")
       model = model_from_array(pred["deployed"][runs.index(run)], side)

@@ -175,6 +175,18 @@ class CompareBadInputTest(absltest.TestCase):
         self.assertIn(message, lines[0])
     self.assertEqual(sorted(os.listdir(t)), listing)
 
+  def test_missing_run_lists_plain_numbers(self):
+    from churn_jax.outputs import predictions  # pylint: disable=g-import-not-at-top
+    probs = np.random.default_rng(1).dirichlet(np.ones(3), size=(2, 20)).astype(np.float32)
+    info = predictions.save(self.tmp, "baseline", probs, None, np.arange(20) % 3, range(2),
+                            "member0")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+      code = command.main(["compare", os.path.join(self.tmp, info["path"]),
+                           f"{self.tmp}/p.npy", "--run=5"])
+    self.assertEqual(code, 1)
+    self.assertIn("(runs [0, 1])", err.getvalue())
+
   def test_good_input_still_works(self):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

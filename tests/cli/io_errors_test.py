@@ -95,5 +95,38 @@ class TopLevelTest(absltest.TestCase):
     self.assertTrue(app._orbax_record_shown(record(std_logging.ERROR, _ORBAX, "/x/train.py")))
 
 
+class HoldStartupInfoTest(absltest.TestCase):
+  """INFO lines wait until the study passed its refusals ("dataset ..."), then come in order."""
+
+  def _handler(self):
+    emitted = []
+    handler = std_logging.Handler()
+    handler.emit = lambda r: emitted.append(r.getMessage())
+    handler.addFilter(lambda r: "drop me" not in r.getMessage())  # As _quiet_orbax's.
+    handler.addFilter(app._HoldStartupInfo(handler))
+    return handler, emitted
+
+  def _log(self, handler, level, msg):
+    record = std_logging.LogRecord("absl", level, "/x/y.py", 1, msg, None, None)
+    if handler.filter(record):
+      handler.emit(record)
+
+  def test_held_then_released_in_order(self):
+    handler, emitted = self._handler()
+    self._log(handler, std_logging.INFO, "backend")
+    self._log(handler, std_logging.INFO, "drop me")  # The other filters apply on release.
+    self._log(handler, std_logging.WARNING, "a warning")  # Warnings are never held.
+    self.assertEqual(emitted, ["a warning"])
+    self._log(handler, std_logging.INFO, "dataset mnist1d: 10 train")
+    self._log(handler, std_logging.INFO, "method baseline")
+    self.assertEqual(emitted, ["a warning", "backend", "dataset mnist1d: 10 train",
+                               "method baseline"])
+
+  def test_refusal_discards_the_held_lines(self):
+    handler, emitted = self._handler()
+    self._log(handler, std_logging.INFO, "backend")
+    self.assertEqual(emitted, [])
+
+
 if __name__ == "__main__":
   absltest.main()
