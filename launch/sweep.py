@@ -158,8 +158,17 @@ def is_done(config, workdir: str) -> bool:
     return False  # Unreadable: let the trainer say so.
   done, data = results.get("methods", {}), results.get("data")  # data: what was trained on.
   names = [m.strip() for m in str(config.methods).split(",") if m.strip()]
-  return all(done.get(name, {}).get("fingerprint") ==
-             results_store.fingerprint(config, name, data) for name in names)
+  if not all(done.get(name, {}).get("fingerprint") ==
+             results_store.fingerprint(config, name, data) for name in names):
+    return False
+  alpha = float(config.get("schurn_alpha", 1.0))
+  for name in names:  # results.json is derived data: an entry its predictions contradict is
+    try:              # not done; the trainer then refuses it in one line.
+      if results_store.rederive(workdir, name, done[name], alpha)[1]:
+        return False
+    except ValueError:
+      return False
+  return True
 
 
 def machine() -> str:

@@ -275,7 +275,7 @@ def main(config, workdir: str) -> int:
           file=sys.stderr, flush=True)
     return 130
   except (ValueError, FloatingPointError, FileNotFoundError, workdir_lock.WorkdirBusyError,
-          PermissionError) as e:
+          PermissionError, IsADirectoryError, NotADirectoryError) as e:
     # Bad input, a busy workdir or a diverged run: one clear line, non-zero exit.
     print(f"error: {_last_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
     return 1
