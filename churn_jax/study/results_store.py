@@ -97,7 +97,7 @@ def _max_difference(a, b) -> float:
 
 
 def rederive(workdir: str, name: str, entry: Dict[str, Any], schurn_alpha: float,
-             tolerance: float = 1e-9):
+             tolerance: float = 1e-6):
   """`name`'s metrics recomputed from its predictions (sha256 checked against `entry`).
 
   Returns (summary, mismatches): mismatches are 'name.field (stored X, predictions give Y)'
