@@ -30,8 +30,9 @@ import shlex
 import sys
 from typing import Any, Dict, List, Tuple
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from churn_jax.cli import script
 from churn_jax.runtime import preemption, workdir_lock
 
 FLAGS = flags.FLAGS
@@ -61,7 +62,10 @@ def load_config_module(spec: str):
   module_spec = importlib.util.spec_from_file_location(
       "churn_config_" + re.sub(r"\W", "_", os.path.basename(path)[:-3]), path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  # Syntax error, a failing import.
+    raise ValueError(script.config_error(spec, e)) from None
   return module, (arg or None)
 
 
@@ -127,8 +131,12 @@ def entry_name(index: int, overrides: Dict[str, Any]) -> str:
 def sweep_entries(config_spec: str) -> Tuple[Any, List[Tuple[str, Dict[str, Any]]]]:
   """The base config and [(name, overrides)], every entry already checked against it."""
   module, arg = load_config_module(config_spec)
-  config = module.get_config(arg)
-  entries = [(entry_name(i, o), o) for i, o in enumerate(get_sweep(module, arg))]
+  try:  # A config or sweep function that raises is the user's input, reported in one line.
+    config = module.get_config(arg)
+    sweep = get_sweep(module, arg)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(script.config_error(config_spec, e)) from None
+  entries = [(entry_name(i, o), o) for i, o in enumerate(sweep)]
   for name, overrides in entries:
     try:
       check_overrides(config, overrides)
@@ -169,8 +177,17 @@ def is_done(config, workdir: str) -> bool:
     return False  # Unreadable: let the trainer say so.
   done, data = results.get("methods", {}), results.get("data")  # data: what was trained on.
   names = [m.strip() for m in str(config.methods).split(",") if m.strip()]
-  return all(done.get(name, {}).get("fingerprint") ==
-             results_store.fingerprint(config, name, data) for name in names)
+  if not all(done.get(name, {}).get("fingerprint") ==
+             results_store.fingerprint(config, name, data) for name in names):
+    return False
+  alpha = float(config.get("schurn_alpha", 1.0))
+  for name in names:  # results.json is derived data: an entry its predictions contradict is
+    try:              # not done; the trainer then refuses it in one line.
+      if results_store.rederive(workdir, name, done[name], alpha)[1]:
+        return False
+    except ValueError:
+      return False
+  return True
 
 
 def machine() -> str:
@@ -241,17 +258,30 @@ def run_stacked(config, entries) -> int:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.config or not FLAGS.workdir:
-    raise app.UsageError("--config and --workdir are required")
-  try:
-    config, entries = sweep_entries(FLAGS.config)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  del argv  # script.run refused extra arguments.
+  if FLAGS.mode != "print_tpu_commands":  # That mode writes nothing here.
+    workdir_lock.check_workdir(FLAGS.workdir)
+  if not 0 <= FLAGS.validation_fraction < 1:
+    raise script.UsageError(f"--validation_fraction must lie in [0, 1), got "
+                            f"{FLAGS.validation_fraction:g}")
+  if FLAGS.bootstrap_samples < 1:
+    raise script.UsageError(f"--bootstrap_samples must be >= 1, got {FLAGS.bootstrap_samples}")
+  config, entries = sweep_entries(FLAGS.config)
+  from churn_jax.study import config_checks  # pylint: disable=g-import-not-at-top
+  for name, overrides in [("the base config", {})] + entries:  # Before JAX is imported.
+    try:
+      config_checks.check_values(apply_overrides(config, overrides))
+    except ValueError as e:
+      raise ValueError(f"sweep entry {name}: {e}") from None
+  if FLAGS.only:
+    unknown = [n for n in FLAGS.only if n not in dict(entries)]
+    if unknown:
+      raise script.UsageError(f"--only: no sweep entry {unknown[0]!r}; the entries are "
+                              f"{', '.join(n for n, _ in entries)}")
   if FLAGS.mode == "stacked":
-    sys.exit(run_stacked(config, entries))
+    if FLAGS.only:
+      raise script.UsageError("--only applies to --mode=sequential and print_tpu_commands")
+    return run_stacked(config, entries)
   if FLAGS.only:
     entries = [(n, o) for n, o in entries if n in FLAGS.only]
   staged = [n for n, o in entries if FROM_SELECTED in o]
@@ -301,4 +331,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  script.run(main, __doc__)

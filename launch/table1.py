@@ -13,23 +13,27 @@ import shlex
 import sys
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/*.py), optionally with ':args'.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the table and each row's study.")
+from churn_jax.cli import app, script  # app: --config (a config file, --config.KEY=V), --workdir
+from churn_jax.runtime import workdir_lock
+from churn_jax.study import config_checks
+
+_CONFIG, _WORKDIR = app.CONFIG, app.WORKDIR
 _DETERMINISTIC = flags.DEFINE_bool(
     "deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX "
     "starts (GPU: deterministic reductions and scatters; CPU: no effect, already deterministic).")
 _METHOD = flags.DEFINE_string("method", "baseline", "The method config trained in every row.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # app.parse refused extra arguments.
+  # Everything that needs neither JAX nor data is checked first: one line, nothing written.
+  workdir_lock.check_workdir(_WORKDIR.value)
+  config_checks.check_values(_CONFIG.value)
+  if _METHOD.value not in _CONFIG.value.method_configs:
+    raise script.UsageError(f"--method: unknown method {_METHOD.value!r}; configured: "
+                            f"{', '.join(sorted(_CONFIG.value.method_configs))}")
   from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
   if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
     os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
@@ -44,15 +48,8 @@ def main(argv):
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import sweep  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
-  if _METHOD.value not in _CONFIG.value.method_configs:
-    print(f"error: unknown method {_METHOD.value!r}", file=sys.stderr)
-    sys.exit(1)
   start = time.perf_counter()
-  try:
-    rows = table1.run_table1(_CONFIG.value, _WORKDIR.value, method=_METHOD.value)
-  except (ValueError, FloatingPointError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  rows = table1.run_table1(_CONFIG.value, _WORKDIR.value, method=_METHOD.value)
   seconds = time.perf_counter() - start
   command = "python launch/table1.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   text = (f"# Table 1: sources of churn ({_METHOD.value})\n\nCommand: `{command}`\n\n"
@@ -67,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main, __doc__, parse_fn=app.parse, modules=[app.__name__])

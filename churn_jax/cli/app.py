@@ -17,13 +17,15 @@ from typing import List, Optional, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
-from churn_jax.runtime import preemption, workdir_lock  # Light: jax is imported after parsing.
+# Light: jax is imported after parsing.
+from churn_jax.runtime import io_errors, preemption, workdir_lock
+from churn_jax.study import config_checks
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
+CONFIG = _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/*.py), optionally with ':ARGS'.",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string(
+WORKDIR = _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (or gs://bucket/path) for results, config.json, checkpoints.")
 
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
@@ -189,10 +191,61 @@ def parse(argv: Sequence[str]) -> List[str]:
   return rest
 
 
+def _orbax_record_shown(record) -> bool:
+  """Orbax logs every file transfer at INFO: keep its warnings, drop the chatter, and drop
+  its tracebacks of a full disk (the study reports that itself, in one line)."""
+  if "/orbax/" not in record.pathname:
+    return True
+  if record.levelno < std_logging.WARNING:
+    return False
+  text = record.getMessage()
+  if record.exc_info and record.exc_info[1] is not None:
+    text += str(record.exc_info[1])
+  return not io_errors.matches(text)
+
+
 def _quiet_orbax() -> None:
-  # Orbax logs every file transfer at INFO; keep its warnings, drop the chatter.
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
+  logging.get_absl_handler().addFilter(_orbax_record_shown)
+
+
+class _HoldStartupInfo(std_logging.Filter):
+  """Holds INFO records back until the study has passed its refusals.
+
+  A refusal (bad data, a busy workdir, a foreign results.json) is then the only line a user
+  sees, not three lines of JAX start-up before it. The trainer's "dataset ..." line comes
+  after every refusal: it releases what was held, in order. `MAX_HELD` bounds the wait.
+  """
+  MAX_HELD = 50
+
+  def __init__(self, handler):
+    super().__init__()
+    self._handler = handler
+    self.held = []
+    self.released = False
+
+  def filter(self, record) -> bool:
+    if self.released or record.levelno >= std_logging.WARNING:
+      return True
+    self.held.append(record)
+    if record.getMessage().startswith("dataset ") or len(self.held) >= self.MAX_HELD:
+      self.release()
+    return False
+
+  def release(self) -> None:
+    self.released = True
+    held, self.held = self.held, []
+    others = [f for f in self._handler.filters if f is not self]
+    for record in held:  # The handler's other filters (plain functions or Filters) still apply.
+      if all(f.filter(record) if hasattr(f, "filter") else f(record) for f in others):
+        self._handler.emit(record)
+
+
+def _hard_exit(code: int) -> None:
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # Exit handlers (TensorBoard's writers flushing to the full disk, a lost peer at jax's
+  # shutdown barrier) would print tracebacks or wait; what is saved is already on disk.
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def main(config, workdir: str) -> int:
@@ -203,9 +256,17 @@ def main(config, workdir: str) -> int:
   from churn_jax.study import train
   import jax  # pylint: disable=g-import-not-at-top
   try:
-    workdir_lock.check_workdir(workdir)
-    distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
-    results = train.train_and_evaluate(config, workdir)
+    try:
+      workdir_lock.check_workdir(workdir)
+      distributed.maybe_initialize()  # Multi-host TPU slices only; a no-op elsewhere.
+      results = train.train_and_evaluate(config, workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      storage = io_errors.describe(e, workdir)  # Disk full in any shape, orbax's included.
+      if storage is None:
+        raise  # To the clauses below.
+      print(f"error: {storage}", file=sys.stderr, flush=True)
+      _hard_exit(1)
+      return 1
   except preemption.Stopped as e:
     print(e, file=sys.stderr, flush=True)
     return e.exit_code
@@ -214,15 +275,17 @@ def main(config, workdir: str) -> int:
           file=sys.stderr, flush=True)
     return 130
   except (ValueError, FloatingPointError, FileNotFoundError, workdir_lock.WorkdirBusyError,
-          PermissionError) as e:
+          PermissionError, IsADirectoryError, NotADirectoryError) as e:
     # Bad input, a busy workdir or a diverged run: one clear line, non-zero exit.
     print(f"error: {_last_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
     return 1
   except jax.errors.JaxRuntimeError as e:  # A peer process died, or a device failed.
     print(f"error: {str(e).splitlines()[0][:500]}", file=sys.stderr, flush=True)
-    os._exit(1)  # Exit handlers would wait for the lost peer at jax's shutdown barrier.
+    _hard_exit(1)
   print(results_files.format_table(results))
-  print(f"results written to {workdir.rstrip('/')}/results.{{json,csv,md}}")
+  root = workdir.rstrip("/")
+  print(f"written in {root}: results.{{json,csv,md,tex}}, differences.{{md,csv}} (against the "
+        f"baseline), plots/, predictions/, curves/, tensorboard/, config.json, timings.json")
   return 0
 
 
@@ -234,10 +297,19 @@ def run(argv: Optional[Sequence[str]] = None, program: str = "launch/main.py") -
     sys.exit(0)
   try:
     parse(argv)
-  except UsageError as e:
+    # The config's plain values, before JAX is imported (a typo costs no ~9 s of imports).
+    config_checks.check_values(_CONFIG.value)
+    workdir_lock.check_workdir(FLAGS.workdir)
+  except ValueError as e:  # UsageError included.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   _quiet_orbax()
-  sys.exit(main(_CONFIG.value, FLAGS.workdir))
+  handler = logging.get_absl_handler()
+  hold = _HoldStartupInfo(handler)
+  handler.addFilter(hold)
+  code = main(_CONFIG.value, FLAGS.workdir)
+  if code == 0:
+    hold.release()  # A study with nothing left to train logs no "dataset" line before.
+  sys.exit(code)

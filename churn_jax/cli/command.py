@@ -9,6 +9,7 @@ Bad input is one line on stderr and exit status 1; nothing is written.
 
 import argparse
 import json
+import math
 import sys
 from typing import Optional, Sequence
 
@@ -33,7 +34,7 @@ def train(argv: Sequence[str]) -> int:
   except ImportError:
     app = None
   if app is not None:
-    return app.run(["churn-jax train", *argv]) or 0
+    return app.run(["churn-jax train", *argv], program="churn-jax train") or 0
   return _train_with_absl(["churn-jax train", *argv])
 
 
@@ -93,8 +94,10 @@ def compare(argv: Sequence[str]) -> int:
   parser.add_argument("--top", type=int, default=10, help="rows of the flip tables")
   parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
   args = parser.parse_args(argv)
-  if args.alpha <= 0 or args.top < 1 or args.bootstrap < 1:
-    return _fail("--alpha must be > 0, --top and --bootstrap >= 1")
+  if not (math.isfinite(args.alpha) and args.alpha > 0):
+    return _fail(f"--alpha must be a finite number > 0, got {args.alpha}")
+  if args.top < 1 or args.bootstrap < 1:
+    return _fail("--top and --bootstrap must be >= 1")
   try:
     a = compare_lib.load_model(args.a, "A", args.method, args.run, args.logits)
     b = compare_lib.load_model(args.b, "B", args.method_b or args.method,
@@ -123,14 +126,16 @@ def report(argv: Sequence[str]) -> int:
   parser.add_argument("--against", default="", help="Comma-separated methods: also write "
                       "differences_vs_<method>.{md,csv}, every method against that one "
                       "(e.g. anti_distill against ensemble2).")
+  parser.add_argument("--repair", action="store_true", help="Rewrite results.json from the "
+                      "predictions where they disagree (refused without this flag).")
   args = parser.parse_args(argv)
   try:
-    written, warnings = regenerate.regenerate(
-        args.workdir, against=[a for a in args.against.split(",") if a])
+    written, notes = regenerate.regenerate(
+        args.workdir, against=[a for a in args.against.split(",") if a], repair=args.repair)
   except ValueError as e:
     return _fail(str(e))
-  for warning in warnings:
-    print(f"warning: {warning}", file=sys.stderr)
+  for note in notes:
+    print(note, file=sys.stderr)
   print("\n".join(["written:"] + written))
   return 0
 

@@ -13,6 +13,7 @@ a multinomial draw of those counts, drawn directly instead of by indexing N exam
 
 import dataclasses
 import os
+import zipfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -59,8 +60,9 @@ def _read_array(path: str, side: str) -> np.ndarray:
         return np.loadtxt(path, delimiter="," if ext == ".csv" else None, ndmin=1, skiprows=1)
   except CompareError:
     raise
-  except (OSError, ValueError) as e:
-    raise CompareError(f"{side}: cannot read {path}: {str(e).splitlines()[0]}") from None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    first = (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
+    raise CompareError(f"{side}: cannot read {path}: {first}") from None
   raise CompareError(f"{side}: {path}: unknown file type {ext or '(none)'}; use .npy, .npz, "
                      f".csv or a study workdir")
 
@@ -96,6 +98,9 @@ def model_from_array(array: np.ndarray, side: str, logits: bool = False) -> Mode
     raise CompareError(f"{side}: expected (N, K) probabilities or logits or (N,) classes, got "
                        f"shape {array.shape}")
   if logits:
+    if np.all((array >= 0) & (array <= 1)) and np.all(np.abs(array.sum(1) - 1) <= _ROW_SUM_TOL):
+      raise CompareError(f"{side}: --logits given, but every row is already a probability "
+                         f"vector (entries in [0, 1] summing to 1); drop --logits")
     probs = _softmax(array)
   else:
     sums = array.sum(1)
@@ -127,11 +132,10 @@ def load_model(path: str, side: str, method: Optional[str] = None, run: int = 0,
       raise CompareError(f"{side}: no method {method!r} in {path}; found {', '.join(names)}")
     path = os.path.join(pred_dir, f"{method}.npz")
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      is_study = "deployed" in f.files
+    is_study = "deployed" in _npz_files(path, side)
     if is_study:
       pred = predictions.load(path)
-      runs = list(pred["run_ids"])
+      runs = [int(r) for r in pred["run_ids"]]  # Not np.int64(0) in messages.
       if run not in runs:
         raise CompareError(f"{side}: run {run} is not in {path} (runs {runs})")
       model = model_from_array(pred["deployed"][runs.index(run)], side)
@@ -144,11 +148,24 @@ def load_model(path: str, side: str, method: Optional[str] = None, run: int = 0,
   return model
 
 
+def _npz_files(path: str, side: str) -> list:
+  """The array names of an npz; CompareError (one line) for an empty or non-zip file."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      if not hasattr(f, "files"):
+        raise ValueError("a .npy array, not an .npz archive")
+      return list(f.files)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    first = (str(e).splitlines() or [""])[0] or type(e).__name__
+    raise CompareError(f"{side}: cannot read {path} as .npz: {first}") from None
+
+
 def load_labels(path: str) -> np.ndarray:
   """(N,) integer labels from .npy/.csv/.txt, or .npz (one array, or one named labels)."""
   if not os.path.exists(path):
     raise CompareError(f"labels: {path} does not exist")
   if path.endswith(".npz"):
+    _npz_files(path, "labels")  # One line for a file that is no npz.
     with np.load(path, allow_pickle=False) as f:
       key = "labels" if "labels" in f.files else (f.files[0] if len(f.files) == 1 else None)
       if key is None:
@@ -161,6 +178,8 @@ def load_labels(path: str) -> np.ndarray:
     array = array[:, 0]
   if array.ndim != 1:
     raise CompareError(f"labels: expected shape (N,), got {array.shape}")
+  if array.size == 0:
+    raise CompareError(f"labels: {path} holds no labels")
   if not np.all(np.isfinite(array)):
     raise CompareError("labels: contains NaN or infinite values")
   return _classes_from(array, "labels")
@@ -186,8 +205,11 @@ def _check(a: Model, b: Model, labels: Optional[np.ndarray]) -> int:
                          f"{len(a.classes)} examples")
     if k and labels.max() >= k:
       raise CompareError(f"labels: value {labels.max()} is out of range for {k} classes")
-  return int(k or max(a.classes.max(), b.classes.max(),
-                      -1 if labels is None else labels.max()) + 1)
+  k = int(k or max(a.classes.max(), b.classes.max(),
+                   -1 if labels is None else labels.max()) + 1)
+  if k < 2:
+    raise CompareError(f"A and B hold {k} class; churn needs at least 2 classes")
+  return k
 
 
 def _bootstrap(cell_counts: np.ndarray, statistic, num: int, seed: int):

@@ -75,12 +75,15 @@ class MethodObserver:
     self._curves = None
 
   def _open(self, first_step: int, purge: bool = True) -> None:
-    """Opens the writers; with `purge`, events and curve records at or after `first_step`
-    (from a process that was interrupted) are superseded."""
+    """Opens the writers; with `purge`, curve records at or after `first_step` (from a
+    process that was interrupted) are superseded.
+
+    The curves file is flushed record by record, TensorBoard's events are not (a kill -9
+    loses the buffered ones and tears the last), so TensorBoard is rewritten from the kept
+    curve records: after any interruption or checkpoint fallback it holds every step once.
+    """
     if self._tb is not None or not self._writes:
       return
-    self._tb = tensorboard.MethodWriter(self.workdir, self.method.name, self.run_ids,
-                                        purge_step=first_step if purge else None)
     path = curves_path(self.workdir, self.method.name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     kept = [r for r in read_curves(path) if r["step"] < first_step or not purge] \
@@ -88,6 +91,21 @@ class MethodObserver:
     with open(path, "w") as f:  # Rewritten once per process; appended to afterwards.
       f.writelines(json.dumps(r) + "\n" for r in kept)
     self._curves = open(path, "a")
+    self._tb = tensorboard.MethodWriter(self.workdir, self.method.name, self.run_ids,
+                                        fresh=True)
+    for record in kept:
+      self._write_tb(record)
+
+  def _write_tb(self, record: Dict[str, Any]) -> None:
+    """A curves record as TensorBoard scalars (the same tags whether live or replayed)."""
+    step = record["step"]
+    if record["kind"] == "train":
+      self._tb.per_run(step, {f"train/{k}" if "/" not in k else k: v
+                              for k, v in record["runs"].items()})
+    else:
+      self._tb.per_run(step, {f"eval/{k}": v for k, v in record["runs"].items()})
+      self._tb.pairs(step, {f"eval/{k}": float(np.mean(v))
+                            for k, v in record["pairs"].items()})
 
   def _record(self, record: Dict[str, Any]) -> None:
     self._curves.write(json.dumps(record) + "\n")
@@ -101,8 +119,9 @@ class MethodObserver:
     runs = _scalars(step_metrics, len(self.run_ids))
     # The update of step t (1-based) used the schedule's value at t - 1 (optax counts updates).
     runs["learning_rate"] = [float(self._lr(step - 1))] * len(self.run_ids)
-    self._tb.per_run(step, {f"train/{k}" if "/" not in k else k: v for k, v in runs.items()})
-    self._record({"kind": "train", "step": int(step), "runs": runs})
+    record = {"kind": "train", "step": int(step), "runs": runs}
+    self._write_tb(record)
+    self._record(record)
 
   def on_eval(self, step: int, member_probs: np.ndarray, labels: np.ndarray) -> None:
     """Test metrics of the deployed models during training, churn between runs included."""
@@ -113,9 +132,9 @@ class MethodObserver:
     runs = {"accuracy": metrics.per_run(metrics.accuracy, deployed, labels)["values"],
             "nll": metrics.per_run(metrics.negative_log_likelihood, deployed, labels)["values"]}
     pairs = {"churn": metrics.pairwise(metrics.churn, deployed)["values"]}
-    self._tb.per_run(step, {f"eval/{k}": v for k, v in runs.items()})
-    self._tb.pairs(step, {f"eval/{k}": float(np.mean(v)) for k, v in pairs.items()})
-    self._record({"kind": "eval", "step": int(step), "runs": runs, "pairs": pairs})
+    record = {"kind": "eval", "step": int(step), "runs": runs, "pairs": pairs}
+    self._write_tb(record)
+    self._record(record)
 
   def on_results(self, step: int, entry: Mapping[str, Any]) -> None:
     """The method's final metrics (results.json entry) as scalars at the last step; closes."""

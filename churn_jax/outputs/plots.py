@@ -32,6 +32,7 @@ class Series:
   y: Sequence[float]
   lo: Optional[Sequence[float]] = None
   hi: Optional[Sequence[float]] = None
+  steps: bool = False  # A piecewise-constant value (a step-decayed learning rate).
 
 
 @dataclasses.dataclass
@@ -68,10 +69,15 @@ def plot_panels(png_path: str, panels: Sequence[Panel], title: str = "") -> None
   plt = _pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
   rows = []
+  styles = ("-", "--", ":", "-.")
   for ax, panel in zip(axes[0], panels):
-    for series in panel.series:
+    for i, series in enumerate(panel.series):
       x, y = np.asarray(series.x, float), np.asarray(series.y, float)
-      (line,) = ax.plot(x, y, label=series.label, marker="." if len(x) < 30 else None)
+      # Each series its own dash pattern, later ones thinner and on top: equal series (two
+      # methods with the same coefficient) stay visible instead of hiding one another.
+      (line,) = ax.plot(x, y, label=series.label, marker="." if len(x) < 30 else None,
+                        linestyle=styles[i % len(styles)], linewidth=max(2.2 - 0.4 * i, 0.8),
+                        drawstyle="steps-post" if series.steps else "default", zorder=2 + i)
       if series.lo is not None and series.hi is not None:
         ax.fill_between(x, np.asarray(series.lo, float), np.asarray(series.hi, float),
                         color=line.get_color(), alpha=0.2, linewidth=0)

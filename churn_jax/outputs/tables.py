@@ -31,7 +31,15 @@ NA = "n/a"
 
 
 def _number(value: float, scale: str) -> str:
-  return f"{100.0 * value:.2f}" if scale == "percent" else f"{value:.3f}"
+  # Rounded first and + 0.0: a value that rounds to zero prints 0.00, never -0.00.
+  if scale == "percent":
+    return f"{round(100.0 * value, 2) + 0.0:.2f}"
+  return f"{round(value, 3) + 0.0:.3f}"
+
+
+LEGEND = ("mean ± std over runs (accuracy, ECE, NLL, ...) or over run pairs (churn-type "
+          "metrics); std is the population std (ddof=0); percent except SChurn and pred diff "
+          "L1.")
 
 
 def cell(entry: Dict[str, Any], key: str, scale: str, pm: str = "±") -> str:
@@ -53,7 +61,7 @@ def cell(entry: Dict[str, Any], key: str, scale: str, pm: str = "±") -> str:
 def format_markdown(results: Dict[str, Any]) -> str:
   """Markdown table: mean ± std over runs (run pairs for churn-type metrics)."""
   header = ["method", "runs"] + [title for title, _, _ in COLUMNS]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines = [LEGEND, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, entry in results["methods"].items():
     cells = [name, str(entry["num_runs"])] + [cell(entry, k, s) for _, k, s in COLUMNS]
     lines.append("| " + " | ".join(cells) + " |")
@@ -70,7 +78,7 @@ def format_latex(results: Dict[str, Any]) -> str:
   """A booktabs tabular (needs \\usepackage{booktabs}) with the Markdown table's cells."""
   header = ["method", "runs"] + [_latex_escape(title) for title, _, _ in COLUMNS]
   lines = ["% churn_jax results: mean $\\pm$ std over runs (accuracy, ECE) or run pairs",
-           "% (churn-type metrics); percent except SChurn and pred diff L1.",
+           "% (churn-type metrics), std with ddof=0; percent except SChurn and pred diff L1.",
            "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
            " & ".join(header) + " \\\\", "\\midrule"]
   for name, entry in results["methods"].items():

@@ -8,6 +8,7 @@ pairs (churn) go to `pairs`. `read_scalars` reads the events back without Tensor
 
 import glob
 import os
+import shutil
 import struct
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,12 +22,16 @@ class MethodWriter:
 
   `purge_step` (the first step this process logs, after a resume) makes TensorBoard drop
   events at or after it that an interrupted process wrote, so curves never double back.
+  `fresh` deletes the method's earlier event files instead (the observer then replays its
+  curves file: nothing an interrupted writer buffered or tore survives in two versions).
   """
 
   def __init__(self, workdir: str, method: str, run_ids: Sequence[int],
-               purge_step: Optional[int] = None):
+               purge_step: Optional[int] = None, fresh: bool = False):
     from tensorboardX import SummaryWriter  # Imported late: only studies that log need it.
     root = os.path.join(workdir, DIRNAME, method)
+    if fresh and os.path.isdir(root):
+      shutil.rmtree(root)
     self.run_ids = list(run_ids)
     self._runs = [SummaryWriter(os.path.join(root, f"run{r}"), purge_step=purge_step,
                                 flush_secs=30) for r in self.run_ids]

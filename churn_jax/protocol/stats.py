@@ -178,9 +178,10 @@ def verdict_text(d: Dict[str, Any], scale: float = 100.0) -> str:
   effect, so a reader sees whether the effect sought could have shown."""
   if d is None or d.get("diff") is None:
     return "-"
+  pp = lambda v: f"{round(scale * v, 2) + 0.0:+.2f}"  # A value that rounds to 0 is +0.00.
   if d["low"] is None:
-    return f"{scale * d['diff']:+.2f} {d['verdict']}"
-  text = f"{scale * d['diff']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}] "
+    return f"{pp(d['diff'])} {d['verdict']}"
+  text = f"{pp(d['diff'])} [{pp(d['low'])}, {pp(d['high'])}] "
   text += d["verdict"]
   p = d.get("p_holm", d["p_value"])
   text += (" (p<0.001" if p < 0.001 else f" (p={p:.3f}") + (", Holm" if "p_holm" in d else "")

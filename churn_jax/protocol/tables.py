@@ -253,9 +253,16 @@ def plot_curves(results: Dict[str, Any], path: str) -> Optional[str]:
       ax = axes[row, col]
       scale = 1.0 if key == "entropy" else 100.0
       ax.errorbar(xs, [scale * e[key]["mean"] for *_, e in rows],
-                  yerr=[scale * e[key]["std"] for *_, e in rows], marker="o", capsize=3)
+                  yerr=[scale * e[key]["std"] for *_, e in rows], marker="o", capsize=3,
+                  label=f"{method} (mean ± std)")
       if base is not None:
-        ax.axhline(scale * base[key]["mean"], color="gray", ls="--", lw=1, label="baseline")
+        level = scale * base[key]["mean"]
+        ax.axhline(level, color="gray", ls="--", lw=1, label="baseline (mean)")
+        low, high = ax.get_ylim()  # The baseline's level inside the axes, with a margin.
+        pad = 0.05 * (max(high, level) - min(low, level) or 1.0)
+        ax.set_ylim(min(low, level - pad), max(high, level + pad))
+      if row == 0:
+        ax.legend(fontsize=7)
       ax.set_xlabel(f"{method}: {rows[0][2]['sweep']['key'].removesuffix('.value')}")
       ax.set_ylabel(key + ("" if key == "entropy" else " (%)"))
   fig.tight_layout()

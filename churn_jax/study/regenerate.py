@@ -3,8 +3,10 @@
 Every study calls `write_plots` at its end; `regenerate` recomputes each method's metrics from
 WORKDIR/predictions/<method>.npz (checked against the sha256 in results.json), rewrites
 results.{md,csv,tex} and differences.{md,csv} (each method against the baseline, every
-verdict re-derived by churn_jax.protocol.stats.difference) from them and redraws the plots, so what a reader sees always follows
-from files they can open. results.json itself is left as the study wrote it.
+verdict re-derived by churn_jax.protocol.stats.difference) from them and redraws the plots,
+so what a reader sees always follows from files they can open. results.json is derived data
+too: a value its predictions do not reproduce is refused, or rewritten from them with
+`report --repair`.
 """
 
 import copy
@@ -12,11 +14,12 @@ import json
 import os
 from typing import Any, Dict, List, Sequence
 
+import ml_collections
 import numpy as np
 
 from churn_jax.outputs import observer, plots, predictions, results_files, tables
 from churn_jax.protocol import tables as protocol_tables
-from churn_jax.study import evaluate
+from churn_jax.study import results_store
 
 PLOTS_DIRNAME = "plots"
 DIFFERENCES_STEM = "differences"
@@ -41,9 +44,29 @@ def _mean_band(values: List[List[float]]):
   return arr.mean(1), arr.min(1), arr.max(1)
 
 
-def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
-  """Training-curve and eval panels from WORKDIR/curves/<method>.jsonl of the given methods."""
+def _schedule_series(config: Dict[str, Any]):
+  """The learning rate of every step 1..num_train_steps from the study's own schedule (the
+  log points alone would draw a step decay as a ramp); None without a recorded config."""
+  try:
+    lr_fn = observer.learning_rate_fn(ml_collections.ConfigDict(config))
+    steps = np.arange(1, int(config["num_train_steps"]) + 1)
+    # The update of step t used the schedule's value at t - 1 (observer.on_log).
+    return plots.Series("every method", steps, np.asarray(lr_fn(steps - 1), float),
+                        steps=True)
+  except (KeyError, TypeError, ValueError, AttributeError):
+    return None
+
+
+def _curve_panels(workdir: str, names, config: Dict[str, Any] = None,
+                  members: Dict[str, int] = None) -> Dict[str, List[plots.Panel]]:
+  """Training-curve and eval panels from WORKDIR/curves/<method>.jsonl of the given methods.
+
+  A method with M > 1 members minimises the sum of its members' losses: its loss is drawn
+  divided by M, so it shares an axis with single models. Coefficients that stay 0 are left
+  out.
+  """
   loss, lr, coefs, acc, churn = [], [], [], [], []
+  members = members or {}
   for name in names:
     path = observer.curves_path(workdir, name)
     if not os.path.exists(path):
@@ -52,15 +75,17 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     keys = sorted({k for r in train for k in r["runs"]})
+    m = max(int(members.get(name, 1) or 1), 1)
     for key in keys:
       rows = [r for r in train if key in r["runs"]]
       steps = [r["step"] for r in rows]
       mean, lo, hi = _mean_band([r["runs"][key] for r in rows])
       if key == "loss":
-        loss.append(plots.Series(name, steps, mean, lo, hi))
+        label = name if m == 1 else f"{name} (sum / {m} members)"
+        loss.append(plots.Series(label, steps, mean / m, lo / m, hi / m))
       elif key == "learning_rate":
-        lr.append(plots.Series(name, steps, mean))
-      elif key.startswith("coef/"):
+        lr.append(plots.Series(name, steps, mean, steps=True))
+      elif key.startswith("coef/") and np.nanmax(np.abs(hi)) > 0:
         coefs.append(plots.Series(f"{name} {key[5:]}", steps, mean, lo, hi))
     if evals:
       steps = [r["step"] for r in evals]
@@ -68,11 +93,14 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
       acc.append(plots.Series(name, steps, 100 * mean, 100 * lo, 100 * hi))
       mean, lo, hi = _mean_band([r["pairs"]["churn"] for r in evals])
       churn.append(plots.Series(name, steps, 100 * mean, 100 * lo, 100 * hi))
+  exact = _schedule_series(config) if (lr and config) else None
+  if exact is not None:
+    lr = [exact]  # One schedule for the whole study, at every step.
   out = {}
   if loss or lr or coefs:
     out["training_curves"] = [
-        plots.Panel("training loss (mean, band: min-max over runs)", "step", "loss", loss,
-                    logy=all(np.nanmin(s.lo) > 0 for s in loss)),  # SKL losses go negative.
+        plots.Panel("training loss per model (mean, band: min-max over runs)", "step", "loss",
+                    loss, logy=all(np.nanmin(s.lo) > 0 for s in loss)),  # SKL goes negative.
         plots.Panel("learning rate", "step", "learning rate", lr)]
     if coefs:
       out["training_curves"].append(plots.Panel("loss coefficients", "step", "value", coefs))
@@ -84,8 +112,12 @@ def _curve_panels(workdir: str, names) -> Dict[str, List[plots.Panel]]:
   return out
 
 
-def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
-  """Writes WORKDIR/plots/*.png (each with its .csv); returns the PNG paths."""
+CURVE_STEMS = ("training_curves", "eval_curves")
+
+
+def write_plots(workdir: str, results: Dict[str, Any], removed: List[str] = None) -> List[str]:
+  """Writes WORKDIR/plots/*.png (each with its .csv); returns the PNG paths. A curve plot
+  whose data (curves/) is gone is deleted, not left stale; its path goes to `removed`."""
   out_dir = os.path.join(workdir, PLOTS_DIRNAME)
   methods = results["methods"]
   data = results.get("config", {}).get("data", {})
@@ -111,10 +143,20 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
     path = os.path.join(out_dir, "reliability.png")
     plots.plot_reliability(path, diagrams)
     written.append(path)
-  for stem, panels in _curve_panels(workdir, list(methods)).items():
+  curves = _curve_panels(workdir, list(methods), results.get("config"),
+                         {n: e.get("num_members", 1) for n, e in methods.items()})
+  for stem, panels in curves.items():
     path = os.path.join(out_dir, f"{stem}.png")
     plots.plot_panels(path, panels, title=where)
     written.append(path)
+  for stem in CURVE_STEMS:
+    if stem not in curves:
+      for ext in ("png", "csv"):
+        path = os.path.join(out_dir, f"{stem}.{ext}")
+        if os.path.exists(path):
+          os.remove(path)
+          if removed is not None:
+            removed.append(path)
   return written
 
 
@@ -157,24 +199,14 @@ def _rewrite_protocol(workdir: str, results: Dict[str, Any]) -> List[str]:
   return protocol_tables.write_protocol(workdir, results, header)
 
 
-def _max_difference(a, b) -> float:
-  """Largest absolute difference between two summaries ({mean, std, values})."""
-  worst = 0.0
-  for x, y in zip([a["mean"], a["std"]] + list(a["values"]),
-                  [b["mean"], b["std"]] + list(b["values"])):
-    if (x is None) != (y is None):
-      return float("inf")
-    if x is not None:
-      worst = max(worst, abs(float(x) - float(y)))
-  return worst
-
-
-def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = ()):
+def regenerate(workdir: str, against: Sequence[str] = (), repair: bool = False):
   """Recomputes the tables from the predictions and redraws the plots; `against` adds
   differences_vs_<method>.{md,csv} for each method named (a ValueError if it is unknown).
 
-  Returns (written paths, warnings): a warning names a value of results.json that its
-  predictions do not reproduce within `tolerance`.
+  results.json is derived data: a metric its predictions do not reproduce is refused (a
+  ValueError naming the method and field, nothing written) unless `repair`, which rewrites
+  results.json from the predictions. Returns (written paths, notes): a note names each
+  repaired field.
   """
   results = _load_results(workdir)
   unknown = [a for a in against if a not in results["methods"]]
@@ -184,19 +216,22 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
   alpha = float(results.get("config", {}).get("schurn_alpha", 1.0))
   verdicts_before = protocol_tables.read_verdicts(workdir)
   fresh = copy.deepcopy(results)
-  warnings = []
+  mismatches = []
   for name, entry in results["methods"].items():
-    path = predictions.check(workdir, name, entry.get("predictions"))
-    pred = predictions.load(path)
-    summary = evaluate.summarize(pred["deployed"], pred["labels"], alpha)
-    for key, value in summary.items():
-      old = entry.get(key)
-      if isinstance(value, dict) and isinstance(old, dict):
-        diff = _max_difference(value, old)
-        if diff > tolerance:
-          warnings.append(f"{name}.{key}: results.json differs from its predictions by {diff:g}")
-      fresh["methods"][name][key] = value
+    summary, wrong = results_store.rederive(workdir, name, entry, alpha)
+    mismatches += wrong
+    fresh["methods"][name].update(summary)
+  if mismatches and not repair:
+    raise ValueError(f"{os.path.join(workdir, 'results.json')}: {mismatches[0]}"
+                     + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "")
+                     + "; rerun with --repair to rewrite it from the predictions (nothing "
+                     "was changed)")
+  notes = [f"repaired {m}" for m in mismatches]
   written = []
+  if mismatches:
+    path = os.path.join(workdir, "results.json")
+    results_files.atomic_write(path, json.dumps(fresh, indent=1) + "\n")
+    written.append(path)
   for ext, fmt in (("md", tables.format_markdown), ("csv", tables.format_csv),
                    ("tex", tables.format_latex)):
     path = os.path.join(workdir, f"results.{ext}")
@@ -208,4 +243,7 @@ def regenerate(workdir: str, tolerance: float = 1e-6, against: Sequence[str] = (
   for name in against:
     written += write_differences(workdir, fresh, against=name)
   written += protocol_tables.write_verdict_changes(workdir, verdicts_before)
-  return written + write_plots(workdir, fresh), warnings
+  removed = []
+  written += write_plots(workdir, fresh, removed)
+  notes += [f"removed {p}: its data (curves/) is gone" for p in removed]
+  return written, notes

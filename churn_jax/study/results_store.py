@@ -16,8 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 
-from churn_jax.outputs import results_files
+from churn_jax.outputs import predictions, results_files
 from churn_jax.runtime import fileio
+from churn_jax.study import evaluate
 
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
@@ -76,6 +77,46 @@ def describe_difference(old_results: Dict[str, Any], config, name: str,
     diffs += [d for d in _differences({"data": old.get("data", "(not recorded)")},
                                       {"data": new.get("data")}) if d not in diffs]
   return "; ".join(diffs) or "the fingerprint's definition changed (an older churn_jax)"
+
+
+def _max_difference(a, b) -> float:
+  """Largest absolute difference between two summaries ({mean, std, values})."""
+  if not isinstance(b, dict) or len(a.get("values", [])) != len(b.get("values") or []):
+    return float("inf")
+  worst = 0.0
+  for x, y in zip([a["mean"], a["std"]] + list(a["values"]),
+                  [b.get("mean"), b.get("std")] + list(b["values"])):
+    if (x is None) != (y is None):
+      return float("inf")
+    if x is not None:
+      try:
+        worst = max(worst, abs(float(x) - float(y)))
+      except (TypeError, ValueError):
+        return float("inf")
+  return worst
+
+
+def rederive(workdir: str, name: str, entry: Dict[str, Any], schurn_alpha: float,
+             tolerance: float = 1e-6):
+  """`name`'s metrics recomputed from its predictions (sha256 checked against `entry`).
+
+  Returns (summary, mismatches): mismatches are 'name.field (stored X, predictions give Y)'
+  for every metric of `entry` its predictions do not reproduce within `tolerance`. results.json
+  is derived data: a hand edit or a torn write shows here, never in a table.
+  """
+  path = predictions.check(workdir, name, entry.get("predictions"))
+  pred = predictions.load(path)
+  summary = evaluate.summarize(pred["deployed"], pred["labels"], schurn_alpha)
+  mismatches = []
+  for key, value in summary.items():
+    if not isinstance(value, dict):
+      continue
+    if _max_difference(value, entry.get(key)) > tolerance:
+      old = entry.get(key)
+      stored = old.get("mean") if isinstance(old, dict) else old
+      mismatches.append(f"{name}.{key} (stored mean {stored!r}, its predictions give "
+                        f"{value['mean']!r})")
+  return summary, mismatches
 
 
 def environment() -> Dict[str, Any]:
@@ -139,11 +180,26 @@ class ResultsStore:
     return results
 
   def begin(self) -> None:
-    """Re-reads results.json under the workdir lock and writes WORKDIR/config.json."""
+    """Re-reads results.json under the workdir lock, re-derives every finished method that
+    will be reused from its predictions, and writes WORKDIR/config.json."""
     self.results = self._load_and_check()
+    self.check_reused()
     if jax.process_index() == 0:
       text = json.dumps(self._config.to_dict(), indent=1, sort_keys=True, default=str)
       results_files.atomic_write(os.path.join(self.workdir, "config.json"), text + "\n")
+
+  def check_reused(self) -> None:
+    """Refuses (ValueError, one line) a finished entry its predictions do not reproduce."""
+    alpha = float(self._config.get("schurn_alpha", 1.0))
+    for name in self._names:
+      entry = self.results["methods"].get(name)
+      if entry is None:
+        continue
+      _, mismatches = rederive(self.workdir, name, entry, alpha)
+      if mismatches:
+        raise ValueError(f"{self._path}: {mismatches[0]}; results.json is derived from the "
+                         f"predictions: run `churn-jax report {self.workdir} --repair` to "
+                         f"rewrite it from them (nothing was changed)")
 
   def _load(self) -> Dict[str, Any]:
     if not fileio.exists(self._path):

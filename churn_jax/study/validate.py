@@ -7,11 +7,13 @@ seconds, not a compile and a half-written workdir.
 import math
 
 import jax
+import numpy as np
 
 from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
 from churn_jax.engine import sharding, stack
 from churn_jax.runtime import compile_cache
+from churn_jax.study import config_checks
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -34,9 +36,7 @@ def _peak(value):
 
 def _check_methods(config, num_steps: int) -> set:
   """Checks every selected method; returns the set of their member counts."""
-  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
-  if not names:
-    _fail("config.methods is empty; name at least one method")
+  names = config_checks.method_names(config)
   member_counts = set()
   for name in names:
     if name not in config.method_configs:
@@ -78,22 +78,7 @@ def _check_methods(config, num_steps: int) -> set:
 
 
 def _leaves(value, prefix: str = ""):
-  """(dotted key, value) of every leaf of a config dict, sequences element by element."""
-  if isinstance(value, dict):
-    for key, sub in value.items():
-      yield from _leaves(sub, f"{prefix}{key}.")
-  elif isinstance(value, (list, tuple)):
-    for i, sub in enumerate(value):
-      yield from _leaves(sub, f"{prefix[:-1]}[{i}].")
-  else:
-    yield prefix[:-1], value
-
-
-def _check_numbers(config) -> None:
-  """Every float in the config is finite (a NaN lr or an infinite beta trains garbage)."""
-  for key, value in _leaves(config.to_dict()):
-    if isinstance(value, float) and not math.isfinite(value):
-      _fail(f"{key} = {value} is not a finite number")
+  return config_checks._leaves(value, prefix)  # pylint: disable=protected-access
 
 
 def _check_model_sizes(model_cfg: dict) -> None:
@@ -108,20 +93,9 @@ def _check_model_sizes(model_cfg: dict) -> None:
 
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
-  _check_numbers(config)
-  if int(config.num_runs) < 2:
-    _fail(f"num_runs must be >= 2 (churn compares pairs of runs), got {config.num_runs}")
-  for key in ("batch_size", "num_train_steps", "eval_batch_size"):
-    if int(config.get(key, 1)) < 1:
-      _fail(f"{key} must be >= 1, got {config.get(key)}")
-  if float(config.get("schurn_alpha", 1.0)) <= 0:
-    _fail(f"schurn_alpha must be > 0, got {config.schurn_alpha}")
-  if float(config.lr.base) <= 0:
-    _fail(f"lr.base must be > 0, got {config.lr.base}")
+  config_checks.check_values(config)  # Also run by the command line before JAX loads.
   if config.optimizer.get("name", "sgd") not in ("sgd", "adam"):
     _fail(f"unknown optimizer {config.optimizer.name!r}; known: adam, sgd")
-  if config.get("checkpoint_every_steps", 0) < 0:
-    _fail(f"checkpoint_every_steps must be >= 0, got {config.checkpoint_every_steps}")
   try:
     compile_cache.directory(config.get("compile_cache_dir", ""))
   except ValueError as e:
@@ -153,5 +127,11 @@ def validate_config(config) -> None:
 
 def validate_with_dataset(config, dataset) -> None:
   """Checks that need the loaded data."""
+  present = np.unique(np.asarray(dataset.y_train)) if hasattr(dataset, "y_train") else None
+  count = dataset.num_classes if present is None else min(len(present), dataset.num_classes)
+  if count < 2:
+    source = config.data.get("npz_path") or config.data.get("name")
+    _fail(f"the training data has {count} class; churn and accuracy need at least 2 (check "
+          f"the labels of {source})")
   if config.batch_size > dataset.num_train:
     _fail(f"batch_size {config.batch_size} exceeds the {dataset.num_train} training examples")
