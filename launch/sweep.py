@@ -264,8 +264,6 @@ def main(argv):
   if not 0 <= FLAGS.validation_fraction < 1:
     raise script.UsageError(f"--validation_fraction must lie in [0, 1), got "
                             f"{FLAGS.validation_fraction:g}")
-  if FLAGS.bootstrap_samples < 1:
-    raise script.UsageError(f"--bootstrap_samples must be >= 1, got {FLAGS.bootstrap_samples}")
   config, entries = sweep_entries(FLAGS.config)
   from churn_jax.study import config_checks  # pylint: disable=g-import-not-at-top
   for name, overrides in [("the base config", {})] + entries:  # Before JAX is imported.

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from churn_jax.outputs import observer, tables
-from churn_jax.protocol import tables as protocol_tables
+from churn_jax.protocol import stats
 from churn_jax.study import regenerate
 
 _CONFIG = {"num_train_steps": 40,
@@ -72,8 +72,12 @@ class NumberFormatTest(absltest.TestCase):
   def test_no_negative_zero(self):
     self.assertEqual(tables._number(-1e-6, "percent"), "0.00")
     self.assertEqual(tables._number(-1e-5, "natural"), "0.000")
-    self.assertEqual(protocol_tables._pp(-1e-6), "+0.00")
-    self.assertEqual(protocol_tables._pp(-0.0123), "-1.23")
+    # The verdict text every table prints (stats.verdict_text) never says -0.00 either.
+    d = {"diff": -1e-6, "low": -2e-6, "high": 1e-6, "verdict": "cannot tell", "p_value": 0.9,
+         "mde": 0.01}
+    self.assertTrue(stats.verdict_text(d).startswith("+0.00 [+0.00, +0.00] cannot tell"))
+    d.update(diff=-0.0123, low=-0.02, high=-0.005, verdict="held")
+    self.assertTrue(stats.verdict_text(d).startswith("-1.23 [-2.00, -0.50] held"))
 
   def test_markdown_says_ddof(self):
     results = {"methods": {"baseline": {"num_runs": 2, "accuracy": {
