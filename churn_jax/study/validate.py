@@ -12,6 +12,7 @@ from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
 from churn_jax.engine import sharding, stack
 from churn_jax.runtime import compile_cache
+from churn_jax.study import user_code
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -109,6 +110,7 @@ def _check_model_sizes(model_cfg: dict) -> None:
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
   _check_numbers(config)
+  user_code.check_config(config)  # Import-path model / dataset / method kinds.
   if int(config.num_runs) < 2:
     _fail(f"num_runs must be >= 2 (churn compares pairs of runs), got {config.num_runs}")
   for key in ("batch_size", "num_train_steps", "eval_batch_size"):
@@ -134,7 +136,7 @@ def validate_config(config) -> None:
     _fail(str(e))
   name = config.data.get("name", "")
   known = data.DATASET_NAMES + getattr(data, "TFDS_NAMES", ())
-  if not config.data.get("npz_path") and name not in known:
+  if not config.data.get("npz_path") and name not in known and ":" not in name:
     _fail(f"unknown dataset {name!r}; known: {', '.join(known)}")
   model_cfg = dict(config.model)
   _check_model_sizes(config.model.to_dict())
@@ -155,3 +157,4 @@ def validate_with_dataset(config, dataset) -> None:
   """Checks that need the loaded data."""
   if config.batch_size > dataset.num_train:
     _fail(f"batch_size {config.batch_size} exceeds the {dataset.num_train} training examples")
+  user_code.check_with_dataset(config, dataset)
