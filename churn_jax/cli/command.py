@@ -3,7 +3,7 @@
   churn-jax train --config=experiments/mnist1d.py:quick --workdir=runs/q
   churn-jax compare A B [--labels FILE] [--logits] [--format md|json|csv]
   churn-jax report WORKDIR [--against METHOD,...]
-  churn-jax docs [--write] [--source ID=WORKDIR] [FILE.md ...]   (churn_jax/cli/docs_tables.py)
+  churn-jax docs [--write] [--source WORKDIR=DIR] [FILE.md ...]   (churn_jax/cli/docs_tables.py)
   churn-jax --version
 
 Bad input is one line on stderr and exit status 1; nothing is written.
@@ -146,8 +146,9 @@ def docs(argv: Sequence[str]) -> int:
                    "(blocks marked '<!-- churn-jax docs: ID workdir=DIR -->').")
   parser.add_argument("files", nargs="*", help="markdown files (default: README.md docs/*.md)")
   parser.add_argument("--write", action="store_true", help="rewrite stale tables")
-  parser.add_argument("--source", action="append", default=[], metavar="ID=DIR",
-                      help="take block ID's table from DIR (a workdir or a --cache directory)")
+  parser.add_argument("--source", action="append", default=[], metavar="WORKDIR=DIR",
+                      help="read the blocks marked workdir=WORKDIR from DIR (a workdir or a "
+                      "--cache directory)")
   parser.add_argument("--cache", nargs=2, metavar=("WORKDIR", "OUT"),
                       help="write a small cache of WORKDIR (results.json + deployed.npz) to OUT")
   args = parser.parse_args(argv)
@@ -157,7 +158,7 @@ def docs(argv: Sequence[str]) -> int:
       return 0
     bad = [s for s in args.source if "=" not in s]
     if bad:
-      return _fail(f"--source {bad[0]!r}: expected ID=DIR")
+      return _fail(f"--source {bad[0]!r}: expected WORKDIR=DIR")
     sources = dict(s.split("=", 1) for s in args.source)
     files = args.files or ["README.md"] + sorted(glob.glob("docs/*.md"))
     stale = docs_tables.update(files, sources, write=args.write)

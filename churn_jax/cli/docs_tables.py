@@ -2,13 +2,15 @@
 
 A table a command produces sits in a marked block, so no number in the docs is typed:
 
-  <!-- churn-jax docs: default-study workdir=runs/mnist1d -->
+  <!-- churn-jax docs: results workdir=runs/mnist1d -->
   | method | runs | ... |           (written by `churn-jax docs --write README.md`)
   <!-- end churn-jax docs -->
 
-The table is re-derived from the workdir's saved predictions (each checked against the sha256
-results.json lists; study/evaluate.py's summary, the markdown of outputs/tables.py), i.e.
-exactly what the study printed. A source may also be a cache made by `churn-jax docs --cache
+Kinds: `results` (the table the study prints) and `differences` (WORKDIR/differences.md's
+table: each method minus the baseline, or minus `against=METHOD`, with bootstrap intervals).
+Both are re-derived from the workdir's saved predictions (each checked against the sha256
+results.json lists; study/evaluate.py's summary, outputs/tables.py and protocol/tables.py
+format them), i.e. exactly what the study printed and wrote. A source may also be a cache made by `churn-jax docs --cache
 WORKDIR OUT`: results.json plus the deployed probabilities of every method in one compressed
 npz, small enough to ship with the tests, which check README against it.
 """
@@ -22,9 +24,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from churn_jax.outputs import predictions, tables
-from churn_jax.study import evaluate
+from churn_jax.protocol import tables as protocol_tables
+from churn_jax.study import evaluate, regenerate
 
-BLOCK = re.compile(r"(?P<open><!-- churn-jax docs: (?P<id>[\w.-]+) workdir=(?P<workdir>\S+) -->\n)"
+BLOCK = re.compile(r"(?P<open><!-- churn-jax docs: (?P<kind>results|differences) "
+                   r"workdir=(?P<workdir>\S+)(?: against=(?P<against>[\w.-]+))? -->\n)"
                    r"(?P<body>.*?)"
                    r"(?P<close><!-- end churn-jax docs -->)", re.S)
 CACHE_FILE = "deployed.npz"
@@ -69,9 +73,18 @@ def rederive(source: str) -> dict:
   return results
 
 
-def table(source: str) -> str:
-  """The markdown table the study printed, re-derived from `source`'s predictions."""
-  return tables.format_markdown(rederive(source))
+def table(source: str, kind: str = "results", against: Optional[str] = None) -> str:
+  """A table re-derived from `source`'s predictions: "results" (what the study printed) or
+  "differences" (against the baseline, or `against`)."""
+  results = rederive(source)
+  if kind == "results":
+    return tables.format_markdown(results)
+  against = against or "baseline"
+  if against not in results["methods"]:
+    raise ValueError(f"{source}: no method {against!r} to take differences against")
+  rows = protocol_tables.summary_rows(results, "test", baseline=against,
+                                      num_samples=regenerate.DIFFERENCE_SAMPLES)
+  return protocol_tables.summary_markdown(rows, against)
 
 
 def machine(source: str) -> str:
@@ -102,13 +115,13 @@ def blocks(text: str) -> List[re.Match]:
 
 
 def render(text: str, sources: Optional[Dict[str, str]] = None, base: str = ".") -> str:
-  """`text` with every block's table re-derived; `sources` maps block ids to workdirs
-  (default: the block's own workdir=, relative to `base`)."""
+  """`text` with every block's table re-derived; `sources` maps a block's workdir= to the
+  directory to read instead (default: that workdir, relative to `base`)."""
   sources = sources or {}
 
   def body(match):
-    source = sources.get(match["id"]) or os.path.join(base, match["workdir"])
-    return match["open"] + table(source) + match["close"]
+    source = sources.get(match["workdir"]) or os.path.join(base, match["workdir"])
+    return match["open"] + table(source, match["kind"], match["against"]) + match["close"]
   return BLOCK.sub(body, text)
 
 

@@ -19,6 +19,7 @@ from churn_jax.protocol import tables as protocol_tables
 from churn_jax.study import evaluate
 
 PLOTS_DIRNAME = "plots"
+DIFFERENCE_SAMPLES = 2000  # Bootstrap draws of differences.md (churn_jax/cli/docs_tables.py too).
 DIFFERENCES_STEM = "differences"
 
 
@@ -118,7 +119,8 @@ def write_plots(workdir: str, results: Dict[str, Any]) -> List[str]:
   return written
 
 
-def write_differences(workdir: str, results: Dict[str, Any], num_samples: int = 2000,
+def write_differences(workdir: str, results: Dict[str, Any],
+                      num_samples: int = DIFFERENCE_SAMPLES,
                       against: str = "baseline") -> List[str]:
   """Writes WORKDIR/differences.{md,csv}: each method minus the baseline in churn and accuracy,
   with a 95% bootstrap interval over runs and a verdict (churn_jax/protocol/stats.py). With
