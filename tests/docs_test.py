@@ -32,7 +32,8 @@ class DocsTablesTest(absltest.TestCase):
     super().setUpClass()
     with open(README) as f:
       cls.readme = f.read()
-    cls.fresh = docs_tables.render(cls.readme, {WORKDIR: CACHE})
+    # Only the cached study's blocks: the others need their own (uncached) workdirs.
+    cls.fresh = docs_tables.render(cls.readme, {WORKDIR: CACHE}, only=[WORKDIR])
 
   def test_readme_default_study_tables_are_what_the_code_prints(self):
     kinds = [(m["kind"], m["workdir"], m["against"]) for m in docs_tables.blocks(self.readme)]
@@ -79,16 +80,24 @@ class DocsTablesTest(absltest.TestCase):
       f.write(stale)
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-      code = command.main(["docs", "--source", f"{WORKDIR}={CACHE}", path])
+      code = command.main(["docs", "--source", f"{WORKDIR}={CACHE}", "--only", WORKDIR, path])
     self.assertEqual(code, 1)
     self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
     with open(path) as f:
       self.assertEqual(f.read(), stale)  # A check writes nothing.
     with contextlib.redirect_stdout(io.StringIO()):
       self.assertEqual(command.main(["docs", "--write", "--source", f"{WORKDIR}={CACHE}",
-                                     path]), 0)
+                                     "--only", WORKDIR, path]), 0)
     with open(path) as f:
       self.assertEqual(f.read(), self.readme)
+
+  def test_a_block_whose_workdir_is_missing_fails_the_check(self):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+      code = command.main(["docs", "--source", f"{WORKDIR}=/nonexistent/dir", "--only",
+                           WORKDIR, README])
+    self.assertEqual(code, 1)
+    self.assertIn("no results.json", err.getvalue())
 
   def test_a_workdir_whose_predictions_changed_is_refused(self):
     tmp = tempfile.mkdtemp()

@@ -149,6 +149,8 @@ def docs(argv: Sequence[str]) -> int:
   parser.add_argument("--source", action="append", default=[], metavar="WORKDIR=DIR",
                       help="read the blocks marked workdir=WORKDIR from DIR (a workdir or a "
                       "--cache directory)")
+  parser.add_argument("--only", default="", metavar="WORKDIR,...",
+                      help="only the blocks of these workdirs (default: every block)")
   parser.add_argument("--cache", nargs=2, metavar=("WORKDIR", "OUT"),
                       help="write a small cache of WORKDIR (results.json + deployed.npz) to OUT")
   args = parser.parse_args(argv)
@@ -161,7 +163,8 @@ def docs(argv: Sequence[str]) -> int:
       return _fail(f"--source {bad[0]!r}: expected WORKDIR=DIR")
     sources = dict(s.split("=", 1) for s in args.source)
     files = args.files or ["README.md"] + sorted(glob.glob("docs/*.md"))
-    stale = docs_tables.update(files, sources, write=args.write)
+    only = [w for w in args.only.split(",") if w] or None
+    stale = docs_tables.update(files, sources, write=args.write, only=only)
   except (ValueError, OSError) as e:
     return _fail(str(e).splitlines()[0])
   if args.write:

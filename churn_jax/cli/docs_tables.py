@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -114,19 +114,23 @@ def blocks(text: str) -> List[re.Match]:
   return list(BLOCK.finditer(text))
 
 
-def render(text: str, sources: Optional[Dict[str, str]] = None, base: str = ".") -> str:
+def render(text: str, sources: Optional[Dict[str, str]] = None, base: str = ".",
+           only: Optional[Sequence[str]] = None) -> str:
   """`text` with every block's table re-derived; `sources` maps a block's workdir= to the
-  directory to read instead (default: that workdir, relative to `base`)."""
+  directory to read instead (default: that workdir, relative to `base`). With `only`, blocks
+  of other workdirs are left as they are."""
   sources = sources or {}
 
   def body(match):
+    if only is not None and match["workdir"] not in only:
+      return match[0]
     source = sources.get(match["workdir"]) or os.path.join(base, match["workdir"])
     return match["open"] + table(source, match["kind"], match["against"]) + match["close"]
   return BLOCK.sub(body, text)
 
 
 def update(paths, sources: Optional[Dict[str, str]] = None, write: bool = False,
-           base: str = ".") -> List[str]:
+           base: str = ".", only: Optional[Sequence[str]] = None) -> List[str]:
   """Checks (or with `write` rewrites) the blocks of each markdown file; returns the files
   whose tables differ from what their workdirs give (after writing: those rewritten)."""
   stale = []
@@ -135,7 +139,7 @@ def update(paths, sources: Optional[Dict[str, str]] = None, write: bool = False,
       text = f.read()
     if not blocks(text):
       continue
-    fresh = render(text, sources, base)
+    fresh = render(text, sources, base, only)
     if fresh != text:
       stale.append(path)
       if write:
