@@ -67,6 +67,25 @@ class DocsTablesTest(absltest.TestCase):
                if line.startswith("| baseline |"))
     self.assertEqual(row.split(" | ")[5].split(" ± ")[0], f"{100 * np.mean(pairs):.2f}")
 
+  def test_the_table_follows_the_probabilities_not_results_json(self):
+    tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, tmp)
+    shutil.copy(os.path.join(CACHE, "results.json"), tmp)
+    with np.load(os.path.join(CACHE, docs_tables.CACHE_FILE)) as f:
+      arrays = {k: f[k] for k in f.files}
+    deployed = arrays["baseline.deployed"].copy()
+    k = deployed.shape[-1]
+    deployed[0] = np.eye(k, dtype=deployed.dtype)[(deployed[0].argmax(-1) + 1) % k]
+    arrays["baseline.deployed"] = deployed  # Run 0 now disagrees with every other run.
+    np.savez(os.path.join(tmp, docs_tables.CACHE_FILE), **arrays)
+    row = next(line for line in docs_tables.table(tmp).splitlines()
+               if line.startswith("| baseline |"))
+    classes = deployed.argmax(-1)
+    churn = np.mean([(classes[i] != classes[j]).mean() for i in range(5)
+                     for j in range(i + 1, 5)])
+    self.assertEqual(row.split(" | ")[5].split(" ± ")[0], f"{100 * churn:.2f}")
+    self.assertNotIn(row, self.readme)
+
   def test_a_typed_number_is_caught_and_rewritten(self):
     tmp = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, tmp)
