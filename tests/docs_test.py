@@ -23,6 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 CACHE = os.path.join(ROOT, "tests", "data", "default_study")
 WORKDIR = "runs/mnist1d"  # The workdir README's default-study blocks name.
+# Every cached workdir README names: the default study and examples/custom's study.
+SOURCES = {WORKDIR: CACHE,
+           "runs/custom": os.path.join(ROOT, "tests", "data", "custom_example")}
 
 
 class DocsTablesTest(absltest.TestCase):
@@ -33,12 +36,13 @@ class DocsTablesTest(absltest.TestCase):
     with open(README) as f:
       cls.readme = f.read()
     # Only the cached study's blocks: the others need their own (uncached) workdirs.
-    cls.fresh = docs_tables.render(cls.readme, {WORKDIR: CACHE}, only=[WORKDIR])
+    cls.fresh = docs_tables.render(cls.readme, SOURCES, only=list(SOURCES))
 
   def test_readme_default_study_tables_are_what_the_code_prints(self):
     kinds = [(m["kind"], m["workdir"], m["against"]) for m in docs_tables.blocks(self.readme)]
     self.assertIn(("results", WORKDIR, None), kinds)
     self.assertIn(("differences", WORKDIR, None), kinds)
+    self.assertIn(("results", "runs/custom", None), kinds)
     self.assertEqual(self.fresh, self.readme)  # Run `churn-jax docs --write` after a study.
 
   def test_readme_names_the_machine_the_cache_came_from(self):
