@@ -138,4 +138,8 @@ def batch_ensemble_variant(name: str) -> str:
 
 def splits_batch_on_cpu(name: str) -> bool:
   """True if, on CPU, the model trains faster on one host device per core."""
+  if import_path.is_import_path(name):
+    # Not measured for a user's model: one device. Not resolved here either, so that a bad
+    # path fails in validation, with its config key, not while the devices are set up.
+    return False
   return _spec(name).split_batch_on_cpu

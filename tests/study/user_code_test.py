@@ -237,6 +237,10 @@ class UserCodeTest(parameterized.TestCase):
       data.get_dataset(ml_collections.ConfigDict(dict(name=f"userpkg.datasets:{name}")))
     self.assertNotIn("\n", str(cm.exception))
 
+  def test_device_setup_does_not_resolve_the_path(self):
+    # host_devices asks before validation runs: a bad path must wait for validation's line.
+    self.assertFalse(models.splits_batch_on_cpu("userpkg.nope:Good"))
+
   def test_cli_bad_model_path_exits_1_with_one_line_and_writes_nothing(self):
     workdir = os.path.join(self.root, "never_written")
     config_file = os.path.join(self.root, "bad_config.py")
