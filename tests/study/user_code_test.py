@@ -95,6 +95,10 @@ _PKG = {
         def bad_source(n=40, seed=0):
           return Source()
 
+        def streamed(n=40, seed=0):  # A source object (here churn_jax's own Dataset).
+          from churn_jax.data import build_dataset
+          return build_dataset("streamed", *blobs(n, seed), source="streamed")
+
         NOT_CALLABLE = 3
         ''',
     "losses.py": '''
@@ -177,6 +181,10 @@ class UserCodeTest(parameterized.TestCase):
     self.assertTrue(models.uses_convolutions("userpkg.nets:Conv"))  # Picks "loop" on CPU.
     method = methods.build("mine", config.method_configs.mine, 4)
     self.assertEqual((method.num_members, method.prediction), (2, "ensemble_mean"))
+    source = data.get_dataset(ml_collections.ConfigDict(dict(name="userpkg.datasets:streamed")))
+    self.assertEqual((source.name, source.num_train), ("streamed", 40))
+    x, y = next(source.train_batches(8, [1, 2]))
+    self.assertEqual((x.shape, y.shape), ((2, 8, 5), (2, 8)))
     dict_data = data.get_dataset(ml_collections.ConfigDict(dict(name="userpkg.datasets:as_dict")))
     np.testing.assert_array_equal(dict_data.x_train, dataset.x_train)
 
