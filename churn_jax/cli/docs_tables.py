@@ -10,9 +10,10 @@ Kinds: `results` (the table the study prints) and `differences` (WORKDIR/differe
 table: each method minus the baseline, or minus `against=METHOD`, with bootstrap intervals).
 Both are re-derived from the workdir's saved predictions (each checked against the sha256
 results.json lists; study/evaluate.py's summary, outputs/tables.py and protocol/tables.py
-format them), i.e. exactly what the study printed and wrote. A source may also be a cache made by `churn-jax docs --cache
-WORKDIR OUT`: results.json plus the deployed probabilities of every method in one compressed
-npz, small enough to ship with the tests, which check README against it.
+format them), i.e. exactly what the study printed and wrote. A source may also be a cache made
+by `churn-jax docs --cache WORKDIR OUT`: results.json plus the deployed probabilities of every
+method in one compressed npz, small enough to ship with the tests, which check README against
+it.
 """
 
 import json

@@ -73,8 +73,9 @@ def check_with_dataset(config, dataset) -> None:
       out = _model_logits_shape(model, dataset.input_shape)
     except Exception as e:  # pylint: disable=broad-except  # The user's module: one line.
       first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-      _fail("model.name", f"{model_name!r} failed on inputs (2, {', '.join(map(str, dataset.input_shape))}) "
-            f"with {type(e).__name__}: {first}")
+      shape = (2,) + tuple(dataset.input_shape)
+      _fail("model.name", f"{model_name!r} failed on inputs of shape {shape} with "
+            f"{type(e).__name__}: {first}")
     if not hasattr(out, "shape") or tuple(out.shape) != (2, k):
       _fail("model.name", f"{model_name!r} returns {getattr(out, 'shape', type(out).__name__)} "
             f"on a batch of 2; expected logits (2, {k}) (batch, num_classes)")

@@ -1,6 +1,7 @@
 """A churn study of code that lives outside churn_jax (examples/custom/churn_custom).
 
-  PYTHONPATH=examples/custom churn-jax train --config=examples/custom/config.py --workdir=runs/custom
+  PYTHONPATH=examples/custom churn-jax train --config=examples/custom/config.py \
+      --workdir=runs/custom
 """
 
 import ml_collections
