@@ -47,8 +47,15 @@ class PackagingTest(absltest.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     dist = os.path.join(cls.tmp, "dist")
+    # Built from a copy of what the sdist may take, so the build leaves no egg-info or build/
+    # in the repository (where PYTHONPATH would make it look like an installed churn_jax).
+    source = os.path.join(cls.tmp, "source")
+    shutil.copytree(os.path.join(ROOT, "churn_jax"), os.path.join(source, "churn_jax"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+      shutil.copy(os.path.join(ROOT, f), source)
     # --no-isolation: the test venv's setuptools builds it (an isolated build would download).
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, ROOT],
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, source],
                    check=True, capture_output=True, text=True, timeout=600)
     cls.wheel = os.path.join(dist, f"churn_jax-{churn_jax.__version__}-py3-none-any.whl")
     cls.sdist = os.path.join(dist, f"churn_jax-{churn_jax.__version__}.tar.gz")
@@ -89,8 +96,8 @@ class PackagingTest(absltest.TestCase):
                              ).stdout.strip()
     with open(os.path.join(purelib, "test_dependencies.pth"), "w") as f:
       f.write("\n".join(site.getsitepackages()) + "\n")  # Appended after the venv's own.
-    # Without PYTHONPATH: the repository (and the egg-info the build left in it) must not count
-    # as an installed churn_jax, for pip or for the study below.
+    # Without PYTHONPATH: the repository's churn_jax must not count as installed, for pip or
+    # for the study below.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
                     "--no-index", "-q", self.wheel], check=True, capture_output=True,
