@@ -24,8 +24,10 @@ README = os.path.join(ROOT, "README.md")
 CACHE = os.path.join(ROOT, "tests", "data", "default_study")
 WORKDIR = "runs/mnist1d"  # The workdir README's default-study blocks name.
 # Every cached workdir README names: the default study and examples/custom's study.
+# README's `churn-jax compare` example: the three .npy files its snippet writes (150 kB).
 SOURCES = {WORKDIR: CACHE,
-           "runs/custom": os.path.join(ROOT, "tests", "data", "custom_example")}
+           "runs/custom": os.path.join(ROOT, "tests", "data", "custom_example"),
+           ".": os.path.join(ROOT, "tests", "data", "compare_example")}
 
 
 class DocsTablesTest(absltest.TestCase):
@@ -43,6 +45,7 @@ class DocsTablesTest(absltest.TestCase):
     self.assertIn(("results", WORKDIR, None), kinds)
     self.assertIn(("differences", WORKDIR, None), kinds)
     self.assertIn(("results", "runs/custom", None), kinds)
+    self.assertIn(("compare", ".", None), kinds)
     self.assertEqual(self.fresh, self.readme)  # Run `churn-jax docs --write` after a study.
 
   def test_readme_names_the_machine_the_cache_came_from(self):

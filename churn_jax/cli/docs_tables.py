@@ -6,8 +6,10 @@ A table a command produces sits in a marked block, so no number in the docs is t
   | method | runs | ... |           (written by `churn-jax docs --write README.md`)
   <!-- end churn-jax docs -->
 
-Kinds: `results` (the table the study prints) and `differences` (WORKDIR/differences.md's
-table: each method minus the baseline, or minus `against=METHOD`, with bootstrap intervals).
+Kinds: `results` (the table the study prints), `differences` (WORKDIR/differences.md's
+table: each method minus the baseline, or minus `against=METHOD`, with bootstrap intervals)
+and `compare` (what `churn-jax compare` prints, run in WORKDIR with `args=` split at commas,
+in a code fence).
 Both are re-derived from the workdir's saved predictions (each checked against the sha256
 results.json lists; study/evaluate.py's summary, outputs/tables.py and protocol/tables.py
 format them), i.e. exactly what the study printed and wrote. A source may also be a cache made
@@ -16,6 +18,8 @@ method in one compressed npz, small enough to ship with the tests, which check R
 it.
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -28,8 +32,9 @@ from churn_jax.outputs import predictions, tables
 from churn_jax.protocol import tables as protocol_tables
 from churn_jax.study import evaluate, regenerate
 
-BLOCK = re.compile(r"(?P<open><!-- churn-jax docs: (?P<kind>results|differences) "
-                   r"workdir=(?P<workdir>\S+)(?: against=(?P<against>[\w.-]+))? -->\n)"
+BLOCK = re.compile(r"(?P<open><!-- churn-jax docs: (?P<kind>results|differences|compare) "
+                   r"workdir=(?P<workdir>\S+)(?: against=(?P<against>[\w.-]+))?"
+                   r"(?: args=(?P<args>\S+))? -->\n)"
                    r"(?P<body>.*?)"
                    r"(?P<close><!-- end churn-jax docs -->)", re.S)
 CACHE_FILE = "deployed.npz"
@@ -88,6 +93,18 @@ def table(source: str, kind: str = "results", against: Optional[str] = None) -> 
   return protocol_tables.summary_markdown(rows, against)
 
 
+def compare_output(source: str, args: str) -> str:
+  """stdout of `churn-jax compare ARGS` run in directory `source` (file names as typed)."""
+  from churn_jax.cli import command  # pylint: disable=import-outside-toplevel  # Its caller.
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.chdir(source), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = command.compare(args.split(","))
+  if code:
+    raise ValueError(f"churn-jax compare {args.replace(',', ' ')} in {source}: "
+                     f"{err.getvalue().strip()}")
+  return out.getvalue()
+
+
 def machine(source: str) -> str:
   """'AMD EPYC, jax 0.10.2' from a source's results.json (the CPU that made the numbers)."""
   env = _load_results(source).get("environment", {})
@@ -126,7 +143,11 @@ def render(text: str, sources: Optional[Dict[str, str]] = None, base: str = ".",
     if only is not None and match["workdir"] not in only:
       return match[0]
     source = sources.get(match["workdir"]) or os.path.join(base, match["workdir"])
-    return match["open"] + table(source, match["kind"], match["against"]) + match["close"]
+    if match["kind"] == "compare":
+      body = "```\n" + compare_output(source, match["args"] or "") + "```\n"
+    else:
+      body = table(source, match["kind"], match["against"])
+    return match["open"] + body + match["close"]
   return BLOCK.sub(body, text)
 
 
