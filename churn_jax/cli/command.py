@@ -3,17 +3,20 @@
   churn-jax train --config=experiments/mnist1d.py:quick --workdir=runs/q
   churn-jax compare A B [--labels FILE] [--logits] [--format md|json|csv]
   churn-jax report WORKDIR [--against METHOD,...]
+  churn-jax docs [--write] [--source WORKDIR=DIR] [FILE.md ...]   (churn_jax/cli/docs_tables.py)
+  churn-jax --version
 
 Bad input is one line on stderr and exit status 1; nothing is written.
 """
 
 import argparse
+import glob
 import json
 import math
 import sys
 from typing import Optional, Sequence
 
-USAGE = "churn-jax {train,compare,report} ... (churn-jax SUBCOMMAND --help for its arguments)"
+USAGE = "churn-jax {train,compare,report,docs} ... (churn-jax SUBCOMMAND --help for its arguments)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,15 +143,60 @@ def report(argv: Sequence[str]) -> int:
   return 0
 
 
-COMMANDS = {"train": train, "compare": compare, "report": report}
+def docs(argv: Sequence[str]) -> int:
+  from churn_jax.cli import docs_tables
+  parser = _Parser(prog="churn-jax docs",
+                   description="Check (default) or rewrite the tables in README.md and "
+                   "docs/*.md that studies produce, re-derived from their workdirs' predictions "
+                   "(blocks marked '<!-- churn-jax docs: ID workdir=DIR -->').")
+  parser.add_argument("files", nargs="*", help="markdown files (default: README.md docs/*.md)")
+  parser.add_argument("--write", action="store_true", help="rewrite stale tables")
+  parser.add_argument("--source", action="append", default=[], metavar="WORKDIR=DIR",
+                      help="read the blocks marked workdir=WORKDIR from DIR (a workdir or a "
+                      "--cache directory)")
+  parser.add_argument("--only", default="", metavar="WORKDIR,...",
+                      help="only the blocks of these workdirs (default: every block)")
+  parser.add_argument("--cache", nargs=2, metavar=("WORKDIR", "OUT"),
+                      help="write a small cache of WORKDIR (results.json + deployed.npz) to OUT")
+  args = parser.parse_args(argv)
+  try:
+    if args.cache:
+      print("\n".join(["written:"] + docs_tables.write_cache(*args.cache)))
+      return 0
+    bad = [s for s in args.source if "=" not in s]
+    if bad:
+      return _fail(f"--source {bad[0]!r}: expected WORKDIR=DIR")
+    sources = dict(s.split("=", 1) for s in args.source)
+    files = args.files or ["README.md"] + sorted(glob.glob("docs/*.md"))
+    only = [w for w in args.only.split(",") if w] or None
+    stale = docs_tables.update(files, sources, write=args.write, only=only)
+  except (ValueError, OSError) as e:
+    return _fail(str(e).splitlines()[0])
+  if args.write:
+    print("\n".join(["rewritten:"] + stale) if stale else "every table is current")
+    return 0
+  if stale:
+    return _fail(f"tables differ from their workdirs in {', '.join(stale)}; "
+                 f"run churn-jax docs --write")
+  print("every table is current")
+  return 0
+
+
+COMMANDS = {"train": train, "compare": compare, "report": report, "docs": docs}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "--version":
+    import churn_jax  # The package's own version string (no layer: it is the top).
+    print(f"churn-jax {churn_jax.__version__}")
+    return 0
   if not argv or argv[0] in ("-h", "--help"):
     print(f"usage: {USAGE}\n\n  train    run a churn study (--config, --workdir)\n"
           f"  compare  churn between two prediction files of any origin\n"
-          f"  report   tables and plots of a workdir from its predictions")
+          f"  report   tables and plots of a workdir from its predictions\n"
+          f"  docs     check or rewrite README/docs tables from their workdirs\n"
+          f"  --version  print churn_jax's version")
     return 0 if argv else 1
   if argv[0] not in COMMANDS:
     return _fail(f"unknown command {argv[0]!r}; usage: {USAGE}")

@@ -1,13 +1,16 @@
 """Offline datasets and per-run batch ordering for churn_jax.
 
 Nothing here downloads: MNIST-1D is generated locally, digits ships with
-scikit-learn, and anything else is read from a user-supplied .npz file.
+scikit-learn, and anything else is read from a user-supplied .npz file or made by the user's
+own function named by import path ("my_pkg.data:load", churn_jax/data/import_source.py).
 """
 
 from churn_jax.data.dataset import build_dataset, Dataset, validate_arrays
 from churn_jax.data.digits import load_digits
 from churn_jax.data.mnist1d import load_mnist1d
+from churn_jax.data import import_source
 from churn_jax.data.npz import load_npz
+from churn_jax.core import import_path
 from churn_jax.data.ordering import RunBatches
 from churn_jax.runtime.prefetch import prefetch
 
@@ -50,8 +53,9 @@ def get_dataset(data_config) -> Dataset:
   """Loads the dataset a data config describes.
 
   Fields (all optional except `name` when no npz_path is given):
-    name: 'mnist1d', 'digits', 'npz', or one of TFDS_NAMES (tfds_source.from_config
-      reads its other fields).
+    name: 'mnist1d', 'digits', 'npz', one of TFDS_NAMES (tfds_source.from_config
+      reads its other fields), or an import path 'package.module:function' called with
+      every other field as a keyword (churn_jax/data/import_source.py).
     npz_path: when non-empty, the .npz file to load, whatever `name` says.
     cache_dir: MNIST-1D cache directory; '' means the default.
     num_samples, train_split: MNIST-1D generation (defaults 20000, 0.8).
@@ -62,6 +66,9 @@ def get_dataset(data_config) -> Dataset:
   name = _field(data_config, "name", "") or ""
   if npz_path:
     return load_npz(npz_path)
+  if import_path.is_import_path(name):
+    items = data_config.items() if hasattr(data_config, "items") else vars(data_config).items()
+    return import_source.load(name, {k: v for k, v in items if k not in ("name", "npz_path")})
   seed = _field(data_config, "seed", _MISSING)
   seed_kwargs = {} if seed is _MISSING or seed is None else {"seed": seed}
   if name == "mnist1d":
@@ -84,4 +91,5 @@ def get_dataset(data_config) -> Dataset:
   if name == "npz":
     raise ValueError("dataset 'npz' needs a non-empty npz_path")
   raise ValueError(
-      f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES + TFDS_NAMES)}")
+      f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES + TFDS_NAMES)}, or an import "
+      f"path 'package.module:function'")

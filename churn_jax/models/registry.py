@@ -1,10 +1,18 @@
-"""Name -> model constructor lookup used by the trainer and configs."""
+"""Name -> model constructor lookup used by the trainer and configs.
+
+A name with a colon is an import path to the user's own module, e.g. "my_pkg.nets:WideNet":
+any flax.linen Module class with a `num_classes` field and `__call__(x, train=...)` returning
+logits (B, K). Its class attributes CONVOLUTIONAL and BATCH_NORM (default False) say what the
+registry's own table says for the built-in models: CONVOLUTIONAL picks the "loop" strategy on
+CPU under `strategy = "auto"`, BATCH_NORM that it keeps a 'batch_stats' collection.
+"""
 
 import dataclasses
 from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 
+from churn_jax.core import import_path
 from churn_jax.models.batchensemble import BEMLP, BEWideResNet
 from churn_jax.models.conv1d import Conv1DNet
 from churn_jax.models.lenet import LeNet5
@@ -52,12 +60,28 @@ MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
 _FLAX_FIELDS = frozenset({'parent', 'name', 'num_classes'})
 
 
+def _import_spec(name: str) -> _Spec:
+  """The spec of a user's model class named by import path (module docstring)."""
+  cls = import_path.resolve(name)
+  if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    raise ValueError(f'model {name!r} is not a flax.linen.Module class '
+                     f'(got {type(cls).__name__})')
+  if 'num_classes' not in {f.name for f in dataclasses.fields(cls) if f.init}:
+    raise ValueError(f'model {name!r} has no num_classes field; the trainer builds it as '
+                     f'{cls.__name__}(num_classes=K, **config.model)')
+  return _Spec(cls, {}, bool(getattr(cls, 'CONVOLUTIONAL', False)),
+               bool(getattr(cls, 'BATCH_NORM', False)), False)
+
+
 def _spec(name: str) -> _Spec:
+  if import_path.is_import_path(name):
+    return _import_spec(name)
   try:
     return _SPECS[name]
   except (KeyError, TypeError):
     raise ValueError(
-        f'unknown model {name!r}; known: {", ".join(MODEL_NAMES)}') from None
+        f'unknown model {name!r}; known: {", ".join(MODEL_NAMES)}, or an import path '
+        f'"package.module:ModuleClass"') from None
 
 
 def allowed_kwargs(name: str) -> tuple[str, ...]:
@@ -114,4 +138,8 @@ def batch_ensemble_variant(name: str) -> str:
 
 def splits_batch_on_cpu(name: str) -> bool:
   """True if, on CPU, the model trains faster on one host device per core."""
+  if import_path.is_import_path(name):
+    # Not measured for a user's model: one device. Not resolved here either, so that a bad
+    # path fails in validation, with its config key, not while the devices are set up.
+    return False
   return _spec(name).split_batch_on_cpu

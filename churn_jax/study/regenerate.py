@@ -22,6 +22,7 @@ from churn_jax.protocol import tables as protocol_tables
 from churn_jax.study import results_store
 
 PLOTS_DIRNAME = "plots"
+DIFFERENCE_SAMPLES = 2000  # Bootstrap draws of differences.md (churn_jax/cli/docs_tables.py too).
 DIFFERENCES_STEM = "differences"
 
 

@@ -14,6 +14,7 @@ from churn_jax.configs import config_lib
 from churn_jax.engine import sharding, stack
 from churn_jax.runtime import compile_cache
 from churn_jax.study import config_checks
+from churn_jax.study import user_code
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -94,6 +95,7 @@ def _check_model_sizes(model_cfg: dict) -> None:
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
   config_checks.check_values(config)  # Also run by the command line before JAX loads.
+  user_code.check_config(config)  # Import-path model / dataset / method kinds.
   if config.optimizer.get("name", "sgd") not in ("sgd", "adam"):
     _fail(f"unknown optimizer {config.optimizer.name!r}; known: adam, sgd")
   try:
@@ -108,7 +110,7 @@ def validate_config(config) -> None:
     _fail(str(e))
   name = config.data.get("name", "")
   known = data.DATASET_NAMES + getattr(data, "TFDS_NAMES", ())
-  if not config.data.get("npz_path") and name not in known:
+  if not config.data.get("npz_path") and name not in known and ":" not in name:
     _fail(f"unknown dataset {name!r}; known: {', '.join(known)}")
   model_cfg = dict(config.model)
   _check_model_sizes(config.model.to_dict())
@@ -135,3 +137,4 @@ def validate_with_dataset(config, dataset) -> None:
           f"the labels of {source})")
   if config.batch_size > dataset.num_train:
     _fail(f"batch_size {config.batch_size} exceeds the {dataset.num_train} training examples")
+  user_code.check_with_dataset(config, dataset)
