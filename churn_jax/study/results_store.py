@@ -191,8 +191,11 @@ class ResultsStore:
   def check_reused(self) -> None:
     """Refuses (ValueError, one line) a finished entry its predictions do not reproduce."""
     alpha = float(self._config.get("schurn_alpha", 1.0))
-    for name in self._names:
-      entry = self.results["methods"].get(name)
+    entries = self.results["methods"]
+    points = [n for n, e in entries.items()  # A stacked sweep's points of these methods.
+              if isinstance(e.get("sweep"), dict) and e["sweep"].get("method") in self._names]
+    for name in self._names + points:
+      entry = entries.get(name)
       if entry is None:
         continue
       _, mismatches = rederive(self.workdir, name, entry, alpha)

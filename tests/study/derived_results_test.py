@@ -93,5 +93,25 @@ class DerivedResultsTest(absltest.TestCase):
                      _read(os.path.join(workdir, "results.json")))
 
 
+class DerivedSweepPointTest(absltest.TestCase):
+
+  def test_edited_sweep_point_refused_on_reuse(self):
+    from churn_jax.study import sweeps  # pylint: disable=g-import-not-at-top
+    config = testing.tiny_config(num_runs=2, num_steps=2, methods="baseline")
+    sweep = sweeps.Sweep("entropy", "beta", (0.1, 0.3))
+    with tempfile.TemporaryDirectory() as tmp:
+      config.data.cache_dir = tmp
+      workdir = os.path.join(tmp, "wd")
+      sweeps.train_study(config, workdir, [sweep], plain=["baseline"])
+      path = os.path.join(workdir, "results.json")
+      with open(path) as f:
+        results = json.load(f)
+      results["methods"]["entropy@beta=0.3"]["accuracy"]["values"][0] += 0.25
+      with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+      with self.assertRaisesRegex(ValueError, r"entropy@beta=0\.3\.accuracy"):
+        sweeps.train_study(config, workdir, [sweep], plain=["baseline"])
+
+
 if __name__ == "__main__":
   absltest.main()
