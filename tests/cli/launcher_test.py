@@ -17,6 +17,8 @@ import time
 
 from absl.testing import absltest, parameterized
 
+import churn_jax
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TPU_VM = os.path.join(_ROOT, "launch", "tpu_vm.sh")
 
@@ -62,6 +64,10 @@ class TpuVmTest(parameterized.TestCase):
     os.makedirs(os.path.join(self.home, "churn_jax", ".venv", "bin"))
     os.makedirs(bin_dir)
     _executable(os.path.join(bin_dir, "gcloud"), _FAKE_GCLOUD)
+    # `run` re-mounts the data bucket on the VM (gone after a reboot): no-op fakes here
+    # (tests/runtime/tpu_vm_test.py records and checks those calls).
+    for name, rc in (("sudo", 0), ("gcsfuse", 0), ("mountpoint", 1)):
+      _executable(os.path.join(bin_dir, name), f"#!/usr/bin/env bash\nexit {rc}\n")
     _executable(os.path.join(self.home, "churn_jax", ".venv", "bin", "python"), _FAKE_PYTHON)
     self.log = os.path.join(self.dir, "calls")
     self.env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=self.log,
@@ -125,7 +131,7 @@ class TpuVmTest(parameterized.TestCase):
     proc = self.tpu_vm("setup")
     self.assertEqual(proc.returncode, 0, proc.stderr)
     shipped = sorted(os.listdir(os.path.join(self.home, "churn_jax_dist")))
-    self.assertEqual(shipped, ["churn_jax-0.1.0.tar.gz", "churn_jax_files.tgz"])
+    self.assertEqual(shipped, [f"churn_jax-{churn_jax.__version__}.tar.gz", "churn_jax_files.tgz"])
     files = subprocess.run(["tar", "tzf", os.path.join(self.home, "churn_jax_dist",
                                                        "churn_jax_files.tgz")],
                            capture_output=True, text=True, check=True).stdout.split()
@@ -134,7 +140,8 @@ class TpuVmTest(parameterized.TestCase):
     [install] = [c for c in self.calls() if "ssh" in c and any("pip install" in a for a in c)]
     script = [a for a in install if a.startswith("--command=")][0]
     self.assertNotIn("git", script)
-    self.assertIn("churn_jax-*.tar.gz 'jax[tpu]==0.10.2'", script)
+    self.assertIn("churn_jax[gcs] @ file://${sdist}", script)  # gcsfs for gs:// workdirs.
+    self.assertIn("'jax[tpu]==0.10.2'", script)
     self.assertIn("JAX_PLATFORMS=tpu", script)
 
   def test_run_is_detached_refuses_a_second_copy_and_reports_its_exit(self):
