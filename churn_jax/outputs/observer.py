@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from etils import epath
 import jax
 import numpy as np
 
@@ -29,6 +30,24 @@ def learning_rate_fn(config):
                                      lr_cfg.get("decay_factor", 0.1))
 
 
+class _RewrittenObject:
+  """A file-like append target on gs://: the text is kept and the whole object uploaded on
+  flush (log steps are far apart; one upload is atomic)."""
+
+  def __init__(self, path: str, text: str):
+    self.path, self.text = path, text
+    self.flush()
+
+  def write(self, text: str) -> None:
+    self.text += text
+
+  def flush(self) -> None:
+    epath.Path(self.path).write_text(self.text)
+
+  def close(self) -> None:
+    self.flush()
+
+
 def curves_path(workdir: str, method: str) -> str:
   return os.path.join(workdir, CURVES_DIRNAME, f"{method}.jsonl")
 
@@ -37,7 +56,7 @@ def read_curves(path: str) -> list:
   """The records of a curves file, one per (step, kind); a later record of the same step and
   kind (written after a resume) replaces the earlier one."""
   records = {}
-  with open(path) as f:
+  with epath.Path(path).open() as f:  # Local or gs://.
     for line in f:
       line = line.strip()
       if not line:
@@ -85,11 +104,15 @@ class MethodObserver:
     if self._tb is not None or not self._writes:
       return
     path = curves_path(self.workdir, self.method.name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
     kept = [r for r in read_curves(path) if r["step"] < first_step or not purge] \
-        if os.path.exists(path) else []
+        if epath.Path(path).exists() else []
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if "://" in path:  # An object store cannot append: the object is rewritten per record.
+      self._curves = _RewrittenObject(path, text)
+      return
     with open(path, "w") as f:  # Rewritten once per process; appended to afterwards.
-      f.writelines(json.dumps(r) + "\n" for r in kept)
+      f.write(text)
     self._curves = open(path, "a")
     self._tb = tensorboard.MethodWriter(self.workdir, self.method.name, self.run_ids,
                                         fresh=True)

@@ -64,10 +64,8 @@ class TpuVmTest(parameterized.TestCase):
     os.makedirs(os.path.join(self.home, "churn_jax", ".venv", "bin"))
     os.makedirs(bin_dir)
     _executable(os.path.join(bin_dir, "gcloud"), _FAKE_GCLOUD)
-    # `run` re-mounts the data bucket on the VM (gone after a reboot): no-op fakes here
-    # (tests/runtime/tpu_vm_test.py records and checks those calls).
-    for name, rc in (("sudo", 0), ("gcsfuse", 0), ("mountpoint", 1)):
-      _executable(os.path.join(bin_dir, name), f"#!/usr/bin/env bash\nexit {rc}\n")
+    for name in ("sudo", "gcsfuse", "mountpoint"):  # `run` re-makes the data mount.
+      _executable(os.path.join(bin_dir, name), "#!/bin/sh\nexit 0\n")
     _executable(os.path.join(self.home, "churn_jax", ".venv", "bin", "python"), _FAKE_PYTHON)
     self.log = os.path.join(self.dir, "calls")
     self.env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=self.log,
@@ -140,7 +138,7 @@ class TpuVmTest(parameterized.TestCase):
     [install] = [c for c in self.calls() if "ssh" in c and any("pip install" in a for a in c)]
     script = [a for a in install if a.startswith("--command=")][0]
     self.assertNotIn("git", script)
-    self.assertIn("churn_jax[gcs] @ file://${sdist}", script)  # gcsfs for gs:// workdirs.
+    self.assertIn('"churn_jax[gcs] @ file://${sdist}"', script)
     self.assertIn("'jax[tpu]==0.10.2'", script)
     self.assertIn("JAX_PLATFORMS=tpu", script)
 

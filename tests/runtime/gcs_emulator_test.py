@@ -5,7 +5,10 @@ writes arrays through tensorstore, whose GCS driver reads TENSORSTORE_GCS_HTTP_U
 (found in its flags: "Url to used for http access to google cloud storage"); both point at
 the emulator, so results, predictions, plots, curves and orbax checkpoints all go to the
 bucket. GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false: gcsfs would else probe the bucket over gRPC
-and wait 60 s per call against the emulator.
+and wait 60 s per call against the emulator. TENSORSTORE_GCS_REQUEST_CONCURRENCY=1: with
+tensorstore's concurrent requests the emulator (one thread, no generation preconditions)
+made an orbax save fail with "Malformed StorageGeneration" on its third checkpoint; one
+request at a time it stores them all. A real bucket needs neither setting.
 
 The emulator is installed by the `test` extra (setup.cfg); a missing or silent emulator
 fails the test with what to install, it never skips.
@@ -50,6 +53,7 @@ class GcsEmulatorTest(absltest.TestCase):
     url = f"http://127.0.0.1:{port}"
     cls.env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu", STORAGE_EMULATOR_HOST=url,
                    TENSORSTORE_GCS_HTTP_URL=url, GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
+                   TENSORSTORE_GCS_REQUEST_CONCURRENCY="1",
                    CHURN_JAX_CACHE=tempfile.mkdtemp(prefix="gcs_locks_"))
     cls.env.pop("XLA_FLAGS", None)
     os.environ.update({k: cls.env[k] for k in (
@@ -71,7 +75,7 @@ class GcsEmulatorTest(absltest.TestCase):
     cls.emulator.wait()
     super().tearDownClass()
 
-  def launch(self, workdir, steps=20, log=None):
+  def launch(self, workdir, steps=40, log=None):
     args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
             f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
             "--config.methods=baseline", f"--config.num_train_steps={steps}",
@@ -95,18 +99,22 @@ class GcsEmulatorTest(absltest.TestCase):
     log = os.path.join(tmp, "first.log")
     reference = self.launch(local)
     first = self.launch(workdir, log=log)
+    # A second study on the same bucket path is refused while the first holds its lock.
+    lock = os.path.join(self.env["CHURN_JAX_CACHE"], "locks")
     deadline = time.time() + 600
+    while not self._holds_lock(lock, first.pid):
+      self.assertLess(time.time(), deadline, "the first study never took the lock")
+      self.assertIsNone(first.poll(), open(log).read()[-2000:])
+      time.sleep(0.2)
+    second = self.launch(workdir, log=os.path.join(tmp, "second.log"))
+    self.assertEqual(second.wait(timeout=300), 1)
+    with open(os.path.join(tmp, "second.log")) as f:
+      self.assertRegex(f.read(), r"error: workdir gs://\S+ is in use by another study")
     while not any(f.startswith("checkpoints/baseline-") for f in self.files(workdir)):
       self.assertLess(time.time(), deadline, "no checkpoint in the bucket")
       self.assertIsNone(first.poll(), "finished before the kill; raise the steps")
       time.sleep(0.5)
-    # A second study on the same bucket path is refused while the first holds it.
-    second = subprocess.run(
-        [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
-         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}"],
-        env=self.env, capture_output=True, text=True, timeout=300)
-    self.assertEqual(second.returncode, 1, second.stderr[-2000:])
-    self.assertRegex(second.stderr, r"error: workdir gs://\S+ is in use by another study")
+    self.assertIsNone(first.poll(), "finished before the kill; raise the steps")
     first.send_signal(signal.SIGKILL)
     first.wait()
 
@@ -121,7 +129,7 @@ class GcsEmulatorTest(absltest.TestCase):
     for name in ("results.json", "results.md", "config.json", "predictions/baseline.npz",
                  "plots/accuracy_vs_churn.png", "curves/baseline.jsonl"):
       self.assertIn(name, files)
-    ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/20/" in f]
+    ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/40/" in f]
     self.assertTrue(ckpt, files)  # Orbax's final checkpoint, arrays and all, in the bucket.
     from etils import epath  # pylint: disable=g-import-not-at-top
     remote = json.loads(epath.Path(f"{workdir}/results.json").read_text())["methods"]
@@ -167,6 +175,16 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertIn("results.json", files)
     self.assertTrue([f for f in files if f.startswith("checkpoints/baseline-") and "/4/" in f],
                     files)
+
+  @staticmethod
+  def _holds_lock(directory, pid):
+    if not os.path.isdir(directory):
+      return False
+    for name in os.listdir(directory):
+      with open(os.path.join(directory, name)) as f:
+        if f.read().startswith(f"pid {pid} "):
+          return True
+    return False
 
 
 if __name__ == "__main__":

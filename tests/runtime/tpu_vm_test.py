@@ -60,7 +60,7 @@ _PYTHON311 = r'''#!/usr/bin/env bash
 echo "python3.11 $*" >> "$FAKE_LOG"
 if [[ "$1 $2" == "-m venv" ]]; then
   mkdir -p "$3/bin"; cp "$FAKE_DIR/venv_python" "$3/bin/python"
-  cp "$FAKE_DIR/bin/sudo" "$3/bin/pip"
+  cp "$FAKE_DIR/bin/sudo" "$3/bin/pip"; cp "$FAKE_DIR/bin/sudo" "$3/bin/tfds"
 fi
 '''
 _SDIST = '#!/usr/bin/env bash\ntouch "$3/churn_jax-0.1.tar.gz"\n'
@@ -185,6 +185,19 @@ class TpuVmTest(absltest.TestCase):
     self.assertEqual(code, "143")
     self.assertIn("training launch/main.py --config=c.py", log)
     self.assertIsNotNone(self.index("^train end 143"))
+
+  def test_prepare_builds_into_the_bucket_never_the_boot_disk(self):
+    rc, out = self.tpu_vm("prepare", "cifar10")
+    self.assertEqual(rc, 0, out)
+    build = [l for l in self.calls() if l.startswith("tfds build")]  # The fake tfds's record.
+    self.assertLen(build, 1)
+    self.assertIn("--data_dir=gs://bkt/tensorflow_datasets", build[0])
+    self.assertNotIn("/tmp/", build[0])
+    # A folder on the root filesystem (the boot disk) is refused before anything builds.
+    rc, out = self.tpu_vm("prepare", "cifar10", PREPARE_DIR=os.path.join(self.home, "tfds"))
+    self.assertEqual(rc, 1, out)
+    self.assertIn("is on the boot disk", out)
+    self.assertLen([l for l in self.calls() if l.startswith("tfds build")], 1)
 
   def test_status_says_unreachable(self):
     rc, out = self.tpu_vm("status", FAKE_FAIL_SSH="1")
