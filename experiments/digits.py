@@ -37,6 +37,8 @@ def get_config(arg=None):
   config.schurn_alpha = 1.0
   config.eval_batch_size = 360
   config.strategy = "auto"
+  config.compute_dtype = "float32"  # float32 | bfloat16 (accelerators; engine/numerics.py)
+  config.steps_per_loop = 1  # Train steps per dispatch (lax.scan); events at block ends.
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 100

@@ -10,7 +10,7 @@ import jax
 
 from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import sharding, stack
+from churn_jax.engine import numerics, sharding, stack, throughput
 from churn_jax.runtime import compile_cache
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
@@ -106,6 +106,17 @@ def _check_model_sizes(model_cfg: dict) -> None:
       _fail(f"model.{key} = {value} must be >= {low}")
 
 
+def _check_numerics(config) -> None:
+  """compute_dtype, matmul_precision, remat, microbatches, steps_per_loop, profile_steps,
+  mesh (engine/numerics.py, engine/throughput.py, engine/sharding.py; helper accel)."""
+  for problem in numerics.check(config):
+    _fail(problem)
+  try:
+    throughput.trace_window(config)
+  except ValueError:
+    _fail(f"profile_steps must be '' or 'FIRST:COUNT', got {config.get('profile_steps')!r}")
+
+
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
   _check_numbers(config)
@@ -126,6 +137,7 @@ def validate_config(config) -> None:
     compile_cache.directory(config.get("compile_cache_dir", ""))
   except ValueError as e:
     _fail(str(e))
+  _check_numerics(config)
   if config.strategy not in stack.STRATEGIES:
     _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
   try:
