@@ -48,6 +48,8 @@ def define_flags():
   flags.DEFINE_list("only", [], "Run only these entry names (default: all).")
   flags.DEFINE_bool("skip_done", True, "Skip entries whose results.json already has every "
                     "method (a restarted sweep resumes where it stopped).")
+  flags.DEFINE_bool("deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true "
+                    "before JAX starts (GPU only; CPU/TPU are already deterministic).")
 
 
 def load_config_module(spec: str):
@@ -208,6 +210,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.config or not FLAGS.workdir:
     raise app.UsageError("--config and --workdir are required")
+  if FLAGS.deterministic_ops:  # Before anything initialises a JAX backend.
+    from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
+    os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
   try:
     config, entries = sweep_entries(FLAGS.config)
   except (ValueError, FileNotFoundError) as e:
