@@ -81,7 +81,8 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
                                     models.uses_convolutions(model_name))
   tx = tx or step_lib.make_optimizer(config.optimizer, config.lr)
   if mesh is None:
-    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size, strategy=strategy)
+    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size, strategy=strategy,
+                              spec=sharding.parse_mesh(config.get("mesh", "")))
   vary = config_lib.vary_set(config)
 
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
@@ -269,9 +270,14 @@ def _stop(state, method: str, run_ids, checkpointer, step: int, start_step: int,
 def predict(model, state, dataset, strategy: str, batch_size: int, predict_fn=None):
   """Probabilities (R, M, N, K) of every member on the test split, and its labels (N,)."""
   predict_fn = predict_fn or step_lib.make_predict(model, strategy)  # Reuse: one compile.
+  mesh = state.step.sharding.mesh if hasattr(state.step.sharding, "mesh") else None
   probs, labels = [], []
   for x, y in dataset.test_batches(batch_size):
-    probs.append(distributed.to_host(predict_fn(state, np.asarray(x))))
+    x = np.asarray(x)
+    if mesh is not None:  # Each 'data' device evaluates its slice of the batch.
+      x = jax.make_array_from_callback(x.shape, sharding.eval_sharding(mesh, x.shape[0]),
+                                       lambda index, x=x: x[index])
+    probs.append(distributed.to_host(predict_fn(state, x)))
     labels.append(np.asarray(y))
   return np.concatenate(probs, axis=2), np.concatenate(labels)
 

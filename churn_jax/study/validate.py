@@ -157,8 +157,13 @@ def validate_config(config) -> None:
   strategy = stack.resolve_strategy(config.strategy, models.uses_convolutions(config.model.name))
   for num_members in sorted(_check_methods(config, int(config.num_train_steps))):
     try:  # Each method gets its own mesh: check the batch against every one.
-      sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
-                          int(config.batch_size), strategy)
+      spec = sharding.parse_mesh(config.get("mesh", ""))
+      if spec is None:
+        sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
+                            int(config.batch_size), strategy)
+      else:
+        sharding.resolve_mesh_shape(spec, jax.device_count(), int(config.num_runs),
+                                    num_members, int(config.batch_size), strategy)
     except ValueError as e:
       _fail(str(e))
 
