@@ -53,10 +53,11 @@ def main(argv):
   for model_name in _MODELS.value:
     single, _ = _time_case(model_name, 1, 1, "loop", _BATCH.value, _STEPS.value)
     auto_strategy = stack.resolve_strategy("auto", models.uses_convolutions(model_name))
-    auto_devices = min(total, host_devices.auto_count(model_name, _BATCH.value, total)) \
-        if jax.default_backend() == "cpu" else total
     for spec in _STACKS.value:
       runs, members = (int(v) for v in spec.split("x"))
+      auto_devices = min(total, host_devices.auto_count(model_name, _BATCH.value, total,
+                                                        runs)) \
+          if jax.default_backend() == "cpu" else total
       for strategy in _STRATEGIES.value:
         for num_devices in counts:
           step_s, compile_s = _time_case(model_name, runs, members, strategy, _BATCH.value,
