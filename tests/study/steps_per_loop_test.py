@@ -39,10 +39,13 @@ class StepsPerLoopTrainerTest(absltest.TestCase):
   def test_study_writes_throughput_to_timings(self):
     config = testing.tiny_config(num_runs=2, num_steps=4, methods="baseline")
     config.steps_per_loop = 2
+    config.profile_steps = "2:2"  # A jax.profiler trace of steps 2..3 into WORKDIR/profile.
     with tempfile.TemporaryDirectory() as workdir:
       train.train_and_evaluate(config, workdir)
       with open(os.path.join(workdir, "timings.json")) as f:
         timings = json.load(f)["baseline"]
+      traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files]
+    self.assertTrue(any(f.endswith(".xplane.pb") for f in traces), traces)
     for key in ("examples_per_second", "step_seconds", "flops_per_step",
                 "achieved_flops_per_second"):
       self.assertGreater(timings[key], 0, key)
