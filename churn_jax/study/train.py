@@ -201,8 +201,8 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
         bar.set_postfix(loss=f"{losses.mean():.4f}", **_bar_perf(perf))
         bar.update(step - bar.n)
         if observer is not None:
-          observer.on_log(step, dict(distributed.to_host(step_metrics),  # A collective.
-                                     **{f"perf/{k}": v for k, v in perf.items()}))
+          observer.on_log(step, distributed.to_host(step_metrics))  # A collective.
+          observer.on_throughput(step, perf)
       if observer is not None and crossed(eval_every) and step < num_steps:
         observer.on_eval(step, *predict(model, state, dataset, strategy, eval_batch, predict_fn))
       if save:

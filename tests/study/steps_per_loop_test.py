@@ -10,6 +10,7 @@ import numpy as np
 
 from churn_jax import methods
 from churn_jax.engine import throughput
+from churn_jax.outputs import observer, tensorboard
 from churn_jax.study import train, validate
 from tests import testing
 
@@ -45,7 +46,14 @@ class StepsPerLoopTrainerTest(absltest.TestCase):
       with open(os.path.join(workdir, "timings.json")) as f:
         timings = json.load(f)["baseline"]
       traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files]
+      # Throughput in TensorBoard (stack-wide), not in the reproducible curves file.
+      tb = tensorboard.read_scalars(os.path.join(workdir, tensorboard.DIRNAME, "baseline",
+                                                 "pairs"))
+      with open(observer.curves_path(workdir, "baseline")) as f:
+        curves = f.read()
     self.assertTrue(any(f.endswith(".xplane.pb") for f in traces), traces)
+    self.assertIn("perf/examples_per_second", tb)
+    self.assertNotIn("perf/", curves)
     for key in ("examples_per_second", "step_seconds", "flops_per_step",
                 "achieved_flops_per_second"):
       self.assertGreater(timings[key], 0, key)
