@@ -16,14 +16,15 @@ from churn_jax.engine import sharding, step as step_lib
 
 # Input shapes as used by the configs: MNIST-1D vectors, CIFAR-sized images.
 INPUT_SHAPES = {"mlp": (40,), "conv1d": (40,), "lenet5": (32, 32, 3),
-                "resnet20": (32, 32, 3)}
+                "resnet20": (32, 32, 3), "resnet56": (32, 32, 3)}
 
 
-def build_case(model_name, runs, members, strategy, batch_size, num_devices=1):
+def build_case(model_name, runs, members, strategy, batch_size, num_devices=1, numerics=None):
   """(train_step, state, batch) for an R x M stack of independent members (a deep ensemble).
 
   SGD with Nesterov momentum, batch `batch_size` per run, random inputs; the batch is split
-  over a mesh of the first `num_devices` devices as the trainer would split it.
+  over a mesh of the first `num_devices` devices as the trainer would split it. `numerics`:
+  an engine.numerics.Numerics (compute dtype, remat, ...); default float32.
   """
   model = models.get_model(model_name, 10)
   kind = "baseline" if members == 1 else "ensemble"
@@ -36,7 +37,7 @@ def build_case(model_name, runs, members, strategy, batch_size, num_devices=1):
   shape = INPUT_SHAPES[model_name]
   mesh = sharding.make_mesh(runs, members, batch_size, jax.devices()[:num_devices], strategy)
   state = step_lib.init_state(model, tx, keys, run_rngs, jnp.zeros((1,) + shape), mesh)
-  train_step = step_lib.make_train_step(model, method, tx, strategy)
+  train_step = step_lib.make_train_step(model, method, tx, strategy, numerics=numerics)
   rng = np.random.default_rng(0)
   rows = runs * method.streams_per_run  # A deep ensemble's members see independent batches.
   batch = jax.device_put(

@@ -28,6 +28,7 @@ With --grouped_conv_check, the vmap step of the config's model is also lowered f
 (jax.export, no TPU needed) and its convolutions are counted by feature_group_count.
 """
 
+import dataclasses
 import functools
 import importlib.util
 import math
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from churn_jax import methods, models
-from churn_jax.engine import sharding, step as step_lib
+from churn_jax.engine import numerics as engine_numerics, sharding, step as step_lib
 from churn_jax.models import layers
 from churn_jax.study import train
 
@@ -58,6 +59,10 @@ _STRATEGIES = flags.DEFINE_list("strategies", ["vmap", "loop"], "Execution strat
 _COMPILE = flags.DEFINE_bool("compile", True,
                              "Compile for the CPU (FLOPs and memory); false: FLOPs of the "
                              "lowered program only, for models too slow to compile here.")
+_DTYPE = flags.DEFINE_string("compute_dtype", "", "Override config.compute_dtype (the paper "
+                              "recipes: bfloat16); '' keeps the config's.")
+_REMAT = flags.DEFINE_bool("remat", False, "config.remat: recompute activations in backward.")
+_MICRO = flags.DEFINE_integer("microbatches", 0, "config.microbatches (0: the config's).")
 _GROUPED = flags.DEFINE_bool("grouped_conv_check", True,
                              "Count grouped convolutions in the TPU lowering of the vmap step.")
 
@@ -119,7 +124,12 @@ def abstract_step(config, method, strategy):
   state = jax.eval_shape(lambda k, r: init(k, r, jnp.zeros((1,) + shape)), keys, run_rngs)
   batch = (jax.ShapeDtypeStruct((runs, config.batch_size) + shape, jnp.float32),
            jax.ShapeDtypeStruct((runs, config.batch_size), jnp.int32))
-  return step_lib.make_train_step(model, method, tx, strategy), state, batch
+  overrides = dict(compute_dtype=_DTYPE.value or config.get("compute_dtype", "float32"),
+                   remat=_REMAT.value or bool(config.get("remat", False)),
+                   microbatches=_MICRO.value or int(config.get("microbatches", 1)))
+  numerics = dataclasses.replace(engine_numerics.Numerics.from_config(config), **overrides)
+  return (step_lib.make_train_step(model, method, tx, strategy, numerics=numerics), state,
+          batch)
 
 
 def cost(config, method, strategy):

@@ -44,14 +44,20 @@ def main(argv):
   host_devices.configure(_CPU_DEVICES.value or host_devices.num_cores())  # Before any jax op.
   total = len(jax.devices())
   counts = sorted({total if d == "all" else min(int(d), total) for d in _DEVICES.value})
-  rows = []
+  if not _JSON.value:  # Header first, then one row per case as it finishes.
+    print(f"backend {jax.default_backend()}, {total} devices, batch {_BATCH.value} per run, "
+          f"median of {_STEPS.value} steps; (auto) = what strategy='auto' and cpu_devices=0 pick")
+    print("| model | R x M | strategy | devices | stacked ms | separate ms | ratio | compile s "
+          "| ex/s |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
   for model_name in _MODELS.value:
     single, _ = _time_case(model_name, 1, 1, "loop", _BATCH.value, _STEPS.value)
     auto_strategy = stack.resolve_strategy("auto", models.uses_convolutions(model_name))
-    auto_devices = min(total, host_devices.auto_count(model_name, _BATCH.value, total)) \
-        if jax.default_backend() == "cpu" else total
     for spec in _STACKS.value:
       runs, members = (int(v) for v in spec.split("x"))
+      auto_devices = min(total, host_devices.auto_count(model_name, _BATCH.value, total,
+                                                        runs)) \
+          if jax.default_backend() == "cpu" else total
       for strategy in _STRATEGIES.value:
         for num_devices in counts:
           step_s, compile_s = _time_case(model_name, runs, members, strategy, _BATCH.value,
@@ -63,21 +69,14 @@ def main(argv):
                      ratio_stacked_over_separate=step_s / separate, compile_s=compile_s,
                      examples_per_s=runs * members * _BATCH.value / step_s,
                      backend=jax.default_backend())
-          rows.append(row)
           if _JSON.value:
             print(json.dumps(row), flush=True)
-  if not _JSON.value:
-    print(f"backend {jax.default_backend()}, {total} devices, batch {_BATCH.value} per run, "
-          f"median of {_STEPS.value} steps; (auto) = what strategy='auto' and cpu_devices=0 pick")
-    print("| model | R x M | strategy | devices | stacked ms | separate ms | ratio | compile s "
-          "| ex/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-      mark = " (auto)" if r["auto"] else ""
-      print(f"| {r['model']} | {r['stack']} | {r['strategy']}{mark} | {r['devices']} | "
-            f"{r['step_ms']:.1f} | {r['separate_ms']:.1f} | "
-            f"{r['ratio_stacked_over_separate']:.2f} | {r['compile_s']:.1f} | "
-            f"{r['examples_per_s']:.0f} |")
+          else:
+            mark = " (auto)" if row["auto"] else ""
+            print(f"| {model_name} | {spec} | {strategy}{mark} | {num_devices} | "
+                  f"{row['step_ms']:.1f} | {row['separate_ms']:.1f} | "
+                  f"{row['ratio_stacked_over_separate']:.2f} | {compile_s:.1f} | "
+                  f"{row['examples_per_s']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

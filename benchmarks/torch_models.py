@@ -44,12 +44,13 @@ def torch_model(name):
                          nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(8 * 8 * 16, 120), nn.ReLU(),
                          nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-  if name == "resnet20":  # ResNetCIFAR(depth=20): 3 blocks per stage, 16/32/64 filters.
+  if name in ("resnet20", "resnet56"):  # ResNetCIFAR(depth=6n+2): n blocks per stage.
+    blocks = (int(name[6:]) - 2) // 6
     layers, cin = [nn.Conv2d(3, 16, 3, padding=1, bias=False), _bn(16), nn.ReLU()], 16
     for features, stride in zip((16, 32, 64), (1, 2, 2)):
-      for b in range(3):
+      for b in range(blocks):
         layers.append(BasicBlock(cin, features, stride if b == 0 else 1))
         cin = features
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
     return nn.Sequential(*layers)
-  raise ValueError(f"no torch model for {name!r}; known: mlp, conv1d, lenet5, resnet20")
+  raise ValueError(f"no torch model for {name!r}; known: mlp, conv1d, lenet5, resnet20, resnet56")

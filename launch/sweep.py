@@ -52,6 +52,8 @@ def define_flags():
   flags.DEFINE_list("only", [], "Run only these entry names (default: all).")
   flags.DEFINE_bool("skip_done", True, "Skip entries whose results.json already has every "
                     "method (a restarted sweep resumes where it stopped).")
+  flags.DEFINE_bool("deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true "
+                    "before JAX starts (GPU only; CPU/TPU are already deterministic).")
 
 
 def load_config_module(spec: str):
@@ -264,6 +266,9 @@ def main(argv):
   if not 0 <= FLAGS.validation_fraction < 1:
     raise script.UsageError(f"--validation_fraction must lie in [0, 1), got "
                             f"{FLAGS.validation_fraction:g}")
+  if FLAGS.deterministic_ops:  # Before anything initialises a JAX backend.
+    from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
+    os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
   config, entries = sweep_entries(FLAGS.config)
   from churn_jax.study import config_checks  # pylint: disable=g-import-not-at-top
   for name, overrides in [("the base config", {})] + entries:  # Before JAX is imported.

@@ -28,6 +28,10 @@ CONFIG = _CONFIG = config_flags.DEFINE_config_file(
 WORKDIR = _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (or gs://bucket/path) for results, config.json, checkpoints.")
 
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX "
+    "starts (GPU: deterministic reductions and scatters; CPU/TPU: already deterministic).")
+
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 _COMMON_KEYS = (
     ("methods=baseline,codistill", "methods to train: names of entries in method_configs"),
@@ -303,6 +307,9 @@ def run(argv: Optional[Sequence[str]] = None, program: str = "launch/main.py") -
   except ValueError as e:  # UsageError included.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
+    from churn_jax.study import table1  # pylint: disable=g-import-not-at-top
+    os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   _quiet_orbax()

@@ -6,9 +6,10 @@ of the loss and gradients; XLA inserts them).
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -40,11 +41,80 @@ def mesh_shape(num_devices: int, num_runs: int, num_members: int, batch_size: in
   return run, member, data
 
 
+def parse_mesh(spec) -> Optional[Dict[str, int]]:
+  """config.mesh -> {axis: size} (-1: the devices left), or None for "" / "auto".
+
+  Accepts "run=2,member=1,data=4" or a mapping; axes not named get size 1, except that a
+  spec naming no -1 axis and leaving devices over is refused later by `resolve_mesh_shape`.
+  """
+  if spec is None or (isinstance(spec, str) and spec.strip() in ("", "auto")):
+    return None
+  if isinstance(spec, str):
+    items = [part.split("=") for part in spec.split(",") if part.strip()]
+    if any(len(item) != 2 for item in items):
+      raise ValueError(f"mesh {spec!r}: write it as 'run=R,member=M,data=D' (-1: the rest)")
+    spec = {k.strip(): v.strip() for k, v in items}
+  shape = {}
+  for axis, size in dict(spec).items():
+    if axis not in AXES:
+      raise ValueError(f"mesh: unknown axis {axis!r}; axes: {', '.join(AXES)}")
+    try:
+      shape[axis] = int(size)
+    except (TypeError, ValueError):
+      raise ValueError(f"mesh: size of {axis!r} must be an integer, got {size!r}") from None
+    if shape[axis] == 0 or shape[axis] < -1:
+      raise ValueError(f"mesh: size of {axis!r} must be >= 1 or -1, got {size!r}")
+  if sum(v == -1 for v in shape.values()) > 1:
+    raise ValueError("mesh: at most one axis may be -1")
+  return shape
+
+
+def resolve_mesh_shape(spec: Dict[str, int], num_devices: int, num_runs: int,
+                       num_members: int, batch_size: int, strategy: str = "vmap"):
+  """(run, member, data) of an explicit config.mesh, checked against the stack and batch."""
+  fixed = math.prod(v for v in spec.values() if v != -1)
+  sizes = {a: spec.get(a, 1) for a in AXES}
+  if -1 in sizes.values():
+    if num_devices % fixed:
+      raise ValueError(f"mesh {spec}: {num_devices} devices are not a multiple of {fixed}")
+    sizes = {a: (num_devices // fixed if v == -1 else v) for a, v in sizes.items()}
+  if math.prod(sizes.values()) != num_devices:
+    raise ValueError(f"mesh {spec}: {math.prod(sizes.values())} devices, the process has "
+                     f"{num_devices}")
+  for axis, total in (("run", num_runs), ("member", num_members), ("data", batch_size)):
+    if total % sizes[axis]:
+      raise ValueError(f"mesh {spec}: the {axis} axis ({sizes[axis]}) does not divide "
+                       f"{total}")
+  if strategy == "loop" and sizes["run"] * sizes["member"] > 1:
+    raise ValueError(f"mesh {spec}: the loop strategy runs members one at a time; shard only "
+                     f"'data' (or use strategy=vmap)")
+  return sizes["run"], sizes["member"], sizes["data"]
+
+
 def make_mesh(num_runs: int, num_members: int, batch_size: int,
-              devices: Optional[Sequence[jax.Device]] = None, strategy: str = "vmap") -> Mesh:
+              devices: Optional[Sequence[jax.Device]] = None, strategy: str = "vmap",
+              spec: Optional[Dict[str, int]] = None) -> Mesh:
+  """The (run, member, data) mesh: automatic (`mesh_shape`), or `spec` (parse_mesh).
+
+  Devices are ordered by jax.experimental.mesh_utils, which follows the physical topology
+  of TPU slices (neighbours along the data axis, whose reductions communicate).
+  """
   devices = list(devices if devices is not None else jax.devices())
-  shape = mesh_shape(len(devices), num_runs, num_members, batch_size, strategy)
-  return Mesh(np.asarray(devices).reshape(shape), AXES)
+  if spec is None:
+    shape = mesh_shape(len(devices), num_runs, num_members, batch_size, strategy)
+  else:
+    shape = resolve_mesh_shape(spec, len(devices), num_runs, num_members, batch_size, strategy)
+  try:
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except (ValueError, NotImplementedError, AssertionError):  # Unknown topology: given order.
+    grid = np.asarray(devices).reshape(shape)
+  return Mesh(grid, AXES)
+
+
+def eval_sharding(mesh: Mesh, batch_size: int) -> NamedSharding:
+  """Evaluation inputs (B, ...) split over 'data' when it divides B, else replicated."""
+  data = mesh.shape["data"]
+  return NamedSharding(mesh, P("data") if batch_size % data == 0 else P())
 
 
 def stacked_sharding(mesh: Mesh, tree):

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from churn_jax.engine import numerics
+
 STRATEGIES = ("auto", "vmap", "loop")
 
 
@@ -46,7 +48,8 @@ def _stack(trees):
 
 def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
                 strategy: str, x_per_run: bool = True,
-                x_per_member: bool = False) -> Tuple[jax.Array, Any]:
+                x_per_member: bool = False, compute_dtype=None,
+                remat: bool = False) -> Tuple[jax.Array, Any]:
   """Applies every (run, member) model.
 
   Args:
@@ -56,6 +59,10 @@ def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
       (R, M, B, ...) with `x_per_member`: member m of run r sees x[r, m] (independent data).
     train: passed to the model; in training BatchNorm statistics are updated.
     strategy: "vmap" or "loop" (resolve "auto" first with `resolve_strategy`).
+    compute_dtype: None, or the dtype (bfloat16) that parameters and inputs are cast to
+      for the forward pass; BatchNorm statistics stay as stored (engine/numerics.py).
+    remat: recompute each member's activations in the backward pass (jax.checkpoint):
+      the same values, less memory held between the passes.
 
   Returns:
     logits (R, M, B, K) and the new "batch_stats" collection stacked like `variables`
@@ -65,11 +72,16 @@ def apply_stack(model: nn.Module, variables: Any, x: jax.Array, *, train: bool,
   mutable = ["batch_stats"] if (train and "batch_stats" in variables) else False
 
   def apply_one(v, xb):
+    if compute_dtype is not None:
+      v = dict(v, params=numerics.cast_floating(v["params"], compute_dtype))
+      xb = xb.astype(compute_dtype)
     if mutable:
       logits, new_state = model.apply(v, xb, train=True, mutable=mutable)
       return logits, new_state["batch_stats"]
     return model.apply(v, xb, train=train), {}
 
+  if remat:
+    apply_one = jax.checkpoint(apply_one)
   if x_per_member and not x_per_run:
     raise ValueError("x_per_member needs x_per_run")
   if strategy == "vmap":

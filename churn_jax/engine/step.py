@@ -1,5 +1,6 @@
 """The stacked train state, the optimizer, and the one jitted update for the whole stack."""
 
+import functools
 from typing import Any, Callable, Optional, Tuple
 
 import flax
@@ -10,6 +11,7 @@ import optax
 
 from churn_jax.core import schedules
 from churn_jax.engine import sharding, stack
+from churn_jax.engine.numerics import Numerics
 from churn_jax.methods import Method
 
 
@@ -91,17 +93,18 @@ def finite_members(tree) -> jax.Array:
   return jnp.stack(per_leaf).all(axis=0)
 
 
-def _frozen_logits(model, variables, x, strategy):
-  logits, _ = stack.apply_stack(model, variables, x, train=False, strategy=strategy)
+def _frozen_logits(model, variables, x, strategy, apply=stack.apply_stack):
+  logits, _ = apply(model, variables, x, train=False, strategy=strategy)
   return jax.lax.stop_gradient(logits.astype(jnp.float32))
 
 
-def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range):
+def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range,
+                      apply=stack.apply_stack):
   """Applies the method's input transform run by run, each run with its own teacher."""
   outs = []
   for r in range(x.shape[0]):  # R is small; a loop keeps the teacher gradient per run simple.
     teacher_r = jax.tree_util.tree_map(lambda a: a[r:r + 1], teacher)
-    logits_fn = lambda xr, t=teacher_r: stack.apply_stack(
+    logits_fn = lambda xr, t=teacher_r: apply(
         model, t, xr[None], train=False, strategy=strategy)[0][0]
     outs.append(method.input_transform(x[r], logits_fn, rngs[r], x_range))
   return jnp.stack(outs)
@@ -124,7 +127,8 @@ def compiler_options(backend: Optional[str] = None) -> Optional[dict]:
 
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,
                     strategy: str, x_range=None, teacher_model=None,
-                    options: Optional[dict] = None) -> Callable[..., Tuple[TrainState, dict]]:
+                    options: Optional[dict] = None, numerics: Optional[Numerics] = None,
+                    steps: int = 1) -> Callable[..., Tuple[TrainState, dict]]:
   """One jitted, donated update of every run and member: (state, batch, teacher) -> state.
 
   The batch holds R * method.streams_per_run data streams (Method.member_data): one per run
@@ -138,9 +142,45 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   differentiated function, and passed to the loss as `extra`. `teacher_model` applies the
   teacher when it differs from the student's model (a BatchEnsemble student); default `model`.
   `options`: XLA compiler options of the step; default `compiler_options()`, {} for none.
+  `numerics`: compute dtype, matmul precision, remat and micro-batches (engine/numerics.py).
+  `steps` > 1: the program trains that many steps with lax.scan over a block of batches
+  (leaves (steps, R * streams, B, ...)) and returns the metrics of its last step.
   """
   teacher_model = model if teacher_model is None else teacher_model
   streams = method.streams_per_run
+  numerics = numerics or Numerics()
+  dtype = None if numerics.compute_dtype == "float32" else numerics.dtype
+  apply = functools.partial(stack.apply_stack, compute_dtype=dtype)
+  num_micro = numerics.microbatches
+
+  def step_grads(state: TrainState, teacher, x, y, rngs, extra):
+    """Gradients, per-run losses, metrics and new BatchNorm statistics of one (micro)batch."""
+    extra, x_aux = dict(extra), None
+    if method.teacher is not None:
+      extra["teacher_logits"] = _frozen_logits(teacher_model, teacher, x, strategy,
+                                               apply)
+    if method.stale_refresh_steps:
+      extra["peer_logits"] = _frozen_logits(model, state.stale, x, strategy, apply)
+    if method.input_transform is not None:
+      x_aux = _transform_inputs(method, teacher_model, teacher, x, rngs, strategy,
+                                x_range, apply)
+      extra["aux_teacher_logits"] = _frozen_logits(teacher_model, teacher, x_aux,
+                                                   strategy, apply)
+
+    def loss_fn(params):
+      variables = dict(variables_of(state), params=params)
+      logits, new_stats = apply(model, variables, x, train=True, strategy=strategy,
+                                x_per_member=streams > 1, remat=numerics.remat)
+      run_extra = dict(extra)
+      if x_aux is not None:  # BatchNorm statistics come from the clean batch only.
+        run_extra["aux_logits"] = apply(model, variables, x_aux, train=True, strategy=strategy,
+                                        remat=numerics.remat)[0].astype(jnp.float32)
+      run_losses, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
+          logits.astype(jnp.float32), y, state.step, run_extra)
+      return jnp.sum(run_losses), (run_losses, metrics, new_stats)
+
+    grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
+    return (grads,) + aux
 
   def train_step(state: TrainState, batch, teacher, coefficients=None):
     x, y = batch  # (R * streams, B, ...), (R * streams, B): one stream per data seed.
@@ -148,30 +188,21 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
       x = x.reshape((-1, streams) + x.shape[1:])
       y = y.reshape((-1, streams) + y.shape[1:])
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.rng, state.step)
-    extra, x_aux = {}, None
+    extra = {}
     if coefficients is not None:  # Per-run coefficients (R,) of a stacked sweep (sweeps.py).
       extra["coefficients"] = coefficients
-    if method.teacher is not None:
-      extra["teacher_logits"] = _frozen_logits(teacher_model, teacher, x, strategy)
-    if method.stale_refresh_steps:
-      extra["peer_logits"] = _frozen_logits(model, state.stale, x, strategy)
-    if method.input_transform is not None:
-      x_aux = _transform_inputs(method, teacher_model, teacher, x, rngs, strategy, x_range)
-      extra["aux_teacher_logits"] = _frozen_logits(teacher_model, teacher, x_aux, strategy)
-
-    def loss_fn(params):
-      variables = dict(variables_of(state), params=params)
-      logits, new_stats = stack.apply_stack(model, variables, x, train=True, strategy=strategy,
-                                            x_per_member=streams > 1)
-      run_extra = dict(extra)
-      if x_aux is not None:  # BatchNorm statistics come from the clean batch only.
-        run_extra["aux_logits"] = stack.apply_stack(model, variables, x_aux, train=True,
-                                                    strategy=strategy)[0].astype(jnp.float32)
-      run_losses, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
-          logits.astype(jnp.float32), y, state.step, run_extra)
-      return jnp.sum(run_losses), (run_losses, metrics, new_stats)
-
-    grads, (run_losses, metrics, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    if num_micro == 1:
+      grads, run_losses, metrics, new_stats = step_grads(state, teacher, x, y, rngs, extra)
+    else:  # Gradient accumulation: equal slices of the batch axis, results averaged.
+      axis = 2 if streams > 1 else 1
+      size = x.shape[axis] // num_micro
+      part = lambda a, i: jax.lax.slice_in_dim(a, i * size, (i + 1) * size, axis=axis)
+      parts = [step_grads(state, teacher, part(x, i), part(y, i), rngs, extra)
+               for i in range(num_micro)]  # Unrolled: few slices.
+      # Losses are means over examples, so the mean over equal slices is the batch's; a
+      # BatchNorm model normalises each slice by its own statistics (ghost batches).
+      grads, run_losses, metrics, new_stats = jax.tree_util.tree_map(
+          lambda *a: sum(a[1:], a[0]) / num_micro, *parts)
     updates, opt_state = _over_stack(tx.update)(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # NaN guard without a host sync per step: remember the first bad step of every member.
@@ -187,14 +218,31 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
           lambda old, new: jnp.where(refresh, new, old), state.stale, variables_of(new_state)))
     return new_state, {"loss": run_losses, **metrics}
 
+  def train_block(state: TrainState, batches, teacher, coefficients=None):
+    """`steps` updates in one program: the loop runs on the device, not in Python."""
+    body = lambda s, batch: train_step(s, batch, teacher, coefficients)
+    state, metrics = jax.lax.scan(body, state, batches)
+    return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
+
+  fn = train_step if steps == 1 else train_block
+
+  def traced(state: TrainState, batch, teacher, coefficients=None):
+    with numerics.matmul_context():  # The precision is read while the step is traced.
+      return fn(state, batch, teacher, coefficients)
+
   options = compiler_options() if options is None else options
-  return jax.jit(train_step, donate_argnums=0, compiler_options=options or None)
+  return jax.jit(traced, donate_argnums=0, compiler_options=options or None)
 
 
-def make_predict(model: nn.Module, strategy: str):
-  """Jitted: (state, x (B, ...)) -> probabilities (R, M, B, K) of every member on shared x."""
+def make_predict(model: nn.Module, strategy: str, numerics: Optional[Numerics] = None):
+  """Jitted: (state, x (B, ...)) -> probabilities (R, M, B, K) of every member on shared x,
+  computed in the training's compute dtype, the softmax in float32."""
+  numerics = numerics or Numerics()
+  dtype = None if numerics.compute_dtype == "float32" else numerics.dtype
+
   def predict(state: TrainState, x):
-    logits, _ = stack.apply_stack(model, variables_of(state), x, train=False, strategy=strategy,
-                                  x_per_run=False)
+    with numerics.matmul_context():
+      logits, _ = stack.apply_stack(model, variables_of(state), x, train=False,
+                                    strategy=strategy, x_per_run=False, compute_dtype=dtype)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return jax.jit(predict)

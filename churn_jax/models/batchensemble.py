@@ -125,7 +125,7 @@ class BEMLP(nn.Module):
     size = self.ensemble_size
     dense = functools.partial(BEDense, ensemble_size=size,
                               fast_init=fast_weight_init(self.fast_weight_std))
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     x = to_members(x.reshape((x.shape[0], -1)), size)
     for i, width in enumerate(self.hidden):
       x = nn.relu(dense(width, name=f'dense_{i}')(x))

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from churn_jax.models import layers
+
 
 class Conv1DNet(nn.Module):
   """MNIST-1D ConvBase: strided Conv1D+ReLU layers, flatten, Dense logits.
@@ -34,7 +36,7 @@ class Conv1DNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No BatchNorm or dropout: train and eval are identical.
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim == 2:
       # (B, L) signals get a single input channel, as ``x.view(-1, 1, L)``
       # does in the reference (NLC here instead of PyTorch's NCL).

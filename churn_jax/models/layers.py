@@ -195,6 +195,17 @@ cpu_conv = make_cpu_conv()
 # For models whose batch the trainer splits over one CPU device per core (LeNet5).
 cpu_conv_split_batch = make_cpu_conv(interleave_chunks=True)
 
+def model_input(x) -> jax.Array:
+  """A model's input as float32, or kept in bfloat16 when the stack computes in bfloat16.
+
+  The stack (engine/stack.py) casts inputs and parameters to `config.compute_dtype`; Flax
+  layers then compute in the dtype of their operands, while BatchNorm statistics stay
+  float32 (Flax reduces in float32) and every model returns float32 logits.
+  """
+  x = jnp.asarray(x)
+  return x if x.dtype == jnp.bfloat16 else x.astype(jnp.float32)
+
+
 conv_init = nn.initializers.he_normal()  # "Kaiming" init, He et al. 2015/2016.
 # Convolutions are followed by BatchNorm, whose shift makes a bias redundant.
 conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,

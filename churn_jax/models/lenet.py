@@ -24,7 +24,7 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No BatchNorm or dropout: train and eval are identical.
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim != 4:
       raise ValueError(f'LeNet5 expects NHWC input, got shape {x.shape}')
     for i, features in enumerate((6, 16)):

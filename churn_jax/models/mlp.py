@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from churn_jax.models import layers
+
 
 class MLP(nn.Module):
   """Dense+ReLU hidden layers, then Dense logits.
@@ -25,7 +27,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No BatchNorm or dropout: train and eval are identical.
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     # Flatten everything but the batch axis so images, sequences and
     # feature vectors all work without a reshape in the caller.
     x = x.reshape((x.shape[0], -1))

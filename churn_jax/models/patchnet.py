@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from churn_jax.models import layers
+
 
 def smoothed_relu(z: jax.Array, q: float, rho: float) -> jax.Array:
   """ReLU~ of the paper: power law z^q / (q rho^(q-1)) up to rho, linear beyond."""
@@ -41,7 +43,7 @@ class PatchNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No BatchNorm or dropout.
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim == 2:
       x = x[:, None, :]
     x = x.reshape((x.shape[0], x.shape[1], -1))  # (B, P, d)

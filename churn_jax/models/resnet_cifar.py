@@ -69,7 +69,7 @@ class ResNetCIFAR(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim != 4:
       raise ValueError(f'ResNetCIFAR expects NHWC input, got shape {x.shape}')
     n = blocks_per_stage(self.depth)

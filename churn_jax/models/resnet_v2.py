@@ -68,7 +68,7 @@ class ResNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim != 4:
       raise ValueError(f'ResNetV2 expects NHWC input, got shape {x.shape}')
     x = layers.conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),

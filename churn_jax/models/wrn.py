@@ -83,7 +83,7 @@ class WideResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = jnp.asarray(x, jnp.float32)
+    x = layers.model_input(x)
     if x.ndim != 4:
       raise ValueError(f'{type(self).__name__} expects NHWC input, got shape {x.shape}')
     conv, dense = self._layer_constructors()

@@ -146,6 +146,14 @@ class MethodObserver:
     self._write_tb(record)
     self._record(record)
 
+  def on_throughput(self, step: int, perf: Mapping[str, float]) -> None:
+    """Stack-wide throughput (engine/throughput.py) to TensorBoard only: wall-clock numbers
+    stay out of the curves file, which reruns reproduce."""
+    if not self._writes or not perf:
+      return
+    self._open(step)
+    self._tb.pairs(step, {f"perf/{k}": v for k, v in perf.items()})
+
   def on_eval(self, step: int, member_probs: np.ndarray, labels: np.ndarray) -> None:
     """Test metrics of the deployed models during training, churn between runs included."""
     if not self._writes:

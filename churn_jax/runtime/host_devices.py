@@ -32,13 +32,21 @@ def num_cores() -> int:
     return os.cpu_count() or 1
 
 
-def auto_count(model_name: str, batch_size: int, cores: int = 0) -> int:
-  """The measured default: one device per core for models that split the batch, else 1.
+# Stacks of at least this many models keep one device even for models that split the batch:
+# the LeNet5 4x2 stack measured 0.90x the separate steps on one device and 1.08-1.12x on
+# two (docs/PERFORMANCE.md session 4; issue 27 on AMD Zen 4), while 1x1-1x2 gained from the
+# split (0.70-0.81). With the loop strategy a bigger stack already gives each core work.
+SPLIT_MAX_STACK = 3
+
+
+def auto_count(model_name: str, batch_size: int, cores: int = 0, stack_size: int = 1) -> int:
+  """The measured default: one device per core for models that split the batch and small
+  stacks (R*M <= SPLIT_MAX_STACK models), else 1.
 
   The count divides `batch_size`, so the 'data' axis splits every batch evenly.
   """
   cores = cores or num_cores()
-  if not models.splits_batch_on_cpu(model_name):
+  if not models.splits_batch_on_cpu(model_name) or stack_size > SPLIT_MAX_STACK:
     return 1
   return max(d for d in range(1, cores + 1) if batch_size % d == 0)
 
@@ -50,7 +58,8 @@ def requested_count(config) -> int:
     raise ValueError(f"cpu_devices must be >= 0 (0 = automatic), got {count}")
   if count:
     return count
-  return auto_count(config.model.name, int(config.batch_size))
+  # The process serves every method; its smallest stack is R runs x 1 member.
+  return auto_count(config.model.name, int(config.batch_size), stack_size=int(config.num_runs))
 
 
 def configure(count: int) -> int:

@@ -23,7 +23,7 @@ from churn_jax.study import evaluate
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
                 "checkpoint_every_steps", "checkpoints_to_keep", "eval_every_steps",
-                "compile_cache_dir")
+                "compile_cache_dir", "steps_per_loop", "profile_steps")  # bitwise-neutral knobs
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
@@ -222,7 +222,7 @@ class ResultsStore:
     return os.path.join(self.workdir, "checkpoints", f"{name}-{self._fingerprints[name]}")
 
   def add(self, name: str, entry: Dict[str, Any], train_seconds: float,
-          input_seconds: float = 0.0) -> None:
+          input_seconds: float = 0.0, throughput: Optional[Dict[str, float]] = None) -> None:
     self.results["methods"][name] = dict(entry, fingerprint=self._fingerprints[name])
     # The process that produced the numbers (a resumed study records its last process).
     self.results["environment"] = environment()
@@ -238,5 +238,6 @@ class ResultsStore:
       except ValueError:
         timings = {}
     timings[name] = {"train_seconds": train_seconds, "input_wait_seconds": input_seconds,
-                     "input_wait_fraction": input_seconds / max(train_seconds, 1e-9)}
+                     "input_wait_fraction": input_seconds / max(train_seconds, 1e-9),
+                     **(throughput or {})}  # examples/s, FLOP/s, MFU (engine/throughput.py)
     results_files.atomic_write(timings_path, json.dumps(timings, indent=1) + "\n")

@@ -7,6 +7,8 @@ predictions of the runs are compared pairwise, and the results files are rewritt
 
 import contextlib
 import dataclasses
+import functools
+import os
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -18,7 +20,8 @@ import tqdm
 
 from churn_jax import data as data_lib, methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import sharding, stack, step as step_lib
+from churn_jax.engine import numerics as engine_numerics, sharding, stack, step as step_lib
+from churn_jax.engine import throughput
 from churn_jax.methods import perturb
 from churn_jax.outputs import observer as observer_lib, predictions, results_files
 from churn_jax.runtime import (checkpoint, compile_cache, distributed, host_devices, preemption,
@@ -36,6 +39,7 @@ class MethodRun:
   train_seconds: float
   input_seconds: float       # of train_seconds, spent waiting for input batches
   final_losses: np.ndarray   # (R,)
+  throughput: dict = dataclasses.field(default_factory=dict)  # engine/throughput.py Meter
 
 
 def member_keys(seed: int, run_ids: Sequence[int], num_members: int, vary_init: bool,
@@ -88,7 +92,8 @@ def _setup(config, dataset, method: methods.Method, run_ids, tx, mesh):
                                     models.uses_convolutions(model_name))
   tx = tx or step_lib.make_optimizer(config.optimizer, config.lr)
   if mesh is None:
-    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size, strategy=strategy)
+    mesh = sharding.make_mesh(len(run_ids), num_members, config.batch_size, strategy=strategy,
+                              spec=sharding.parse_mesh(config.get("mesh", "")))
   vary = config_lib.vary_set(config)
 
   keys = member_keys(config.seed, run_ids, num_members, "init" in vary, method.init_salt)
@@ -130,7 +135,12 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   x_range = perturb.input_range(dataset)  # Pixel units of ODS / Gaussian perturbations.
   teacher_model = models.get_model(config.model.name, dataset.num_classes, **{
       k: v for k, v in config.model.items() if k != "name"})  # The study's model.
-  train_step = step_lib.make_train_step(model, method, tx, strategy, x_range, teacher_model)
+  numerics = engine_numerics.Numerics.from_config(config)
+  make_step = functools.partial(step_lib.make_train_step, model, method, tx, strategy, x_range,
+                                teacher_model, numerics=numerics)
+  train_step = make_step()
+  block = numerics.steps_per_loop  # k steps per dispatch (lax.scan), events at block ends.
+  block_step = make_step(steps=block) if block > 1 else None
   teacher_vars = step_lib.variables_of(teacher) if teacher is not None else {}
   batch_sharding = sharding.batch_sharding(mesh)
   # Each process feeds only the (run, row) block its devices hold (derived from the sharding).
@@ -144,9 +154,13 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   log_every = max(1, int(config.get("log_every_steps", 100)))
   eval_every = int(config.get("eval_every_steps", 0) or 0)
   eval_batch = config.get("eval_batch_size", 1000)
-  predict_fn = step_lib.make_predict(model, strategy)
-  logging.info("method %s: %d runs x %d members, %s strategy, steps %d..%d", method.name,
-               len(run_ids), method.num_members, strategy, start_step, num_steps)
+  predict_fn = step_lib.make_predict(model, strategy, numerics)
+  logging.info("method %s: %d runs x %d members, %s strategy, %s, %d steps per dispatch, "
+               "steps %d..%d", method.name, len(run_ids), method.num_members, strategy,
+               numerics.compute_dtype, block, start_step, num_steps)
+  meter = throughput.Meter(streams * config.batch_size,
+                           peak=throughput.device_peak(mesh.devices.flat, numerics.compute_dtype))
+  profile = throughput.trace_window(config)
   start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
@@ -155,29 +169,57 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   # A thread gathers, transfers and shards the next batches while the step runs.
   batch_iter = distributed.prefetch_to_device(batches, batch_sharding,
                                               (streams, config.batch_size))
+  stack_block = _block_stacker(batch_sharding)
   watcher = preemption.current()  # SIGTERM/SIGINT: stop at a step boundary, checkpointed.
+  every_ckpt = checkpointer.every_steps if checkpointer is not None else 0
+  step, tracing = start_step, False
   try:
-    for step in range(start_step + 1, num_steps + 1):
-      if watcher.should_stop(step - 1):  # Every step: agreed by all hosts (preemption.py).
-        _stop(state, method.name, run_ids, checkpointer, step - 1, start_step, watcher.signum)
+    while step < num_steps:
+      # Every step (or block of steps_per_loop): agreed by all hosts (runtime/preemption.py).
+      if watcher.should_stop(step):
+        _stop(state, method.name, run_ids, checkpointer, step, start_step, watcher.signum)
+      n = block if block > 1 and step + block <= num_steps else 1
       wait_start = time.perf_counter()
-      batch = next(batch_iter)
+      chunk = [next(batch_iter) for _ in range(n)]
       input_seconds += time.perf_counter() - wait_start
-      state, step_metrics = train_step(state, batch, teacher_vars, coefficients)
-      save = checkpointer is not None and checkpointer.should_save(step, num_steps)
-      if save or step % log_every == 0 or step == num_steps:
-        losses = distributed.to_host(step_metrics["loss"])
+      if profile is not None and not tracing and profile[0] <= step + n and step < profile[1]:
+        jax.profiler.start_trace(os.path.join(observer.workdir if observer else ".", "profile"))
+        tracing = True
+      if n > 1:
+        state, step_metrics = block_step(state, stack_block(chunk), teacher_vars, coefficients)
+      else:
+        state, step_metrics = train_step(state, chunk[0], teacher_vars, coefficients)
+      if meter.first is None:  # Once: FLOPs of the step, and a mark after its compilation.
+        fn, args = (block_step, (stack_block(chunk),)) if n > 1 else (train_step, (chunk[0],))
+        flops = throughput.step_flops(fn, state, *args, teacher_vars, coefficients)
+        meter.flops_per_step = flops / n if flops else None
+        jax.block_until_ready(state)
+        meter.mark(step + n)
+      prev, step = step, step + n
+      crossed = lambda every: every > 0 and step // every > prev // every
+      if tracing and step >= profile[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        tracing = False
+      save = checkpointer is not None and (step == num_steps or crossed(every_ckpt))
+      if save or crossed(log_every) or step == num_steps:
+        losses = distributed.to_host(step_metrics["loss"])  # Waits for the step: a sync.
+        meter.mark(step)
+        perf = meter.summary()
         if stop_on_nonfinite:
           _check_finite(state, method.name, run_ids, checkpointer)  # Before saving.
-        bar.set_postfix(loss=f"{losses.mean():.4f}")
+        bar.set_postfix(loss=f"{losses.mean():.4f}", **_bar_perf(perf))
         bar.update(step - bar.n)
         if observer is not None:
           observer.on_log(step, distributed.to_host(step_metrics))  # A collective.
-      if observer is not None and eval_every and step % eval_every == 0 and step < num_steps:
+          observer.on_throughput(step, perf)
+      if observer is not None and crossed(eval_every) and step < num_steps:
         observer.on_eval(step, *predict(model, state, dataset, strategy, eval_batch, predict_fn))
       if save:
         checkpointer.save(step, state)
   finally:
+    if tracing:
+      jax.profiler.stop_trace()
     batch_iter.close()
     bar.close()
     if checkpointer is not None:
@@ -189,7 +231,28 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
     observer.on_eval(num_steps, probs, labels)
   return MethodRun(method=method, member_probs=probs, labels=labels, state=state,
                    train_seconds=train_seconds, input_seconds=input_seconds,
-                   final_losses=losses)
+                   final_losses=losses, throughput=meter.summary())
+
+
+def _bar_perf(perf: dict) -> dict:
+  """The progress bar's throughput fields."""
+  out = {}
+  if "examples_per_second" in perf:
+    out["ex/s"] = f"{perf['examples_per_second']:.3g}"
+  if "mfu" in perf:
+    out["mfu"] = f"{100 * perf['mfu']:.1f}%"
+  elif "achieved_flops_per_second" in perf:
+    out["flop/s"] = f"{perf['achieved_flops_per_second']:.3g}"
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _block_stacker(batch_sharding):
+  """Jitted: k device batches -> one block (k, ...) laid out as (None, *batch_sharding)."""
+  spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+  out = jax.sharding.NamedSharding(batch_sharding.mesh, spec)
+  return jax.jit(lambda chunk: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *chunk),
+                 out_shardings=out)
 
 
 def _check_finite(state: step_lib.TrainState, method: str, run_ids: Sequence[int],
@@ -217,9 +280,14 @@ def _stop(state, method: str, run_ids, checkpointer, step: int, start_step: int,
 def predict(model, state, dataset, strategy: str, batch_size: int, predict_fn=None):
   """Probabilities (R, M, N, K) of every member on the test split, and its labels (N,)."""
   predict_fn = predict_fn or step_lib.make_predict(model, strategy)  # Reuse: one compile.
+  mesh = state.step.sharding.mesh if hasattr(state.step.sharding, "mesh") else None
   probs, labels = [], []
   for x, y in dataset.test_batches(batch_size):
-    probs.append(distributed.to_host(predict_fn(state, np.asarray(x))))
+    x = np.asarray(x)
+    if mesh is not None:  # Each 'data' device evaluates its slice of the batch.
+      x = jax.make_array_from_callback(x.shape, sharding.eval_sharding(mesh, x.shape[0]),
+                                       lambda index, x=x: x[index])
+    probs.append(distributed.to_host(predict_fn(state, x)))
     labels.append(np.asarray(y))
   return np.concatenate(probs, axis=2), np.concatenate(labels)
 
@@ -325,7 +393,8 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
                                               out.labels, range(config.num_runs),
                                               method.prediction)
     observer.on_results(num_steps, entry)
-    store.add(name, entry, train_seconds=out.train_seconds, input_seconds=out.input_seconds)
+    store.add(name, entry, train_seconds=out.train_seconds, input_seconds=out.input_seconds,
+              throughput=out.throughput)
     logging.info("%s: accuracy %.2f%%, churn %.2f%%", name, 100 * entry["accuracy"]["mean"],
                  100 * entry["churn"]["mean"])
   if jax.process_index() == 0:

@@ -11,7 +11,7 @@ import numpy as np
 
 from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import sharding, stack
+from churn_jax.engine import numerics, sharding, stack, throughput
 from churn_jax.runtime import compile_cache
 from churn_jax.study import config_checks
 from churn_jax.study import user_code
@@ -92,6 +92,17 @@ def _check_model_sizes(model_cfg: dict) -> None:
       _fail(f"model.{key} = {value} must be >= {low}")
 
 
+def _check_numerics(config) -> None:
+  """compute_dtype, matmul_precision, remat, microbatches, steps_per_loop, profile_steps,
+  mesh (engine/numerics.py, engine/throughput.py, engine/sharding.py; helper accel)."""
+  for problem in numerics.check(config):
+    _fail(problem)
+  try:
+    throughput.trace_window(config)
+  except ValueError:
+    _fail(f"profile_steps must be '' or 'FIRST:COUNT', got {config.get('profile_steps')!r}")
+
+
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
   config_checks.check_values(config)  # Also run by the command line before JAX loads.
@@ -102,6 +113,7 @@ def validate_config(config) -> None:
     compile_cache.directory(config.get("compile_cache_dir", ""))
   except ValueError as e:
     _fail(str(e))
+  _check_numerics(config)
   if config.strategy not in stack.STRATEGIES:
     _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
   try:
@@ -121,8 +133,13 @@ def validate_config(config) -> None:
   strategy = stack.resolve_strategy(config.strategy, models.uses_convolutions(config.model.name))
   for num_members in sorted(_check_methods(config, int(config.num_train_steps))):
     try:  # Each method gets its own mesh: check the batch against every one.
-      sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
-                          int(config.batch_size), strategy)
+      spec = sharding.parse_mesh(config.get("mesh", ""))
+      if spec is None:
+        sharding.mesh_shape(jax.device_count(), int(config.num_runs), num_members,
+                            int(config.batch_size), strategy)
+      else:
+        sharding.resolve_mesh_shape(spec, jax.device_count(), int(config.num_runs),
+                                    num_members, int(config.batch_size), strategy)
     except ValueError as e:
       _fail(str(e))
 
