@@ -101,7 +101,7 @@ class MethodObserver:
     loses the buffered ones and tears the last), so TensorBoard is rewritten from the kept
     curve records: after any interruption or checkpoint fallback it holds every step once.
     """
-    if self._tb is not None or not self._writes:
+    if self._curves is not None or not self._writes:
       return
     path = curves_path(self.workdir, self.method.name)
     epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +109,8 @@ class MethodObserver:
         if epath.Path(path).exists() else []
     text = "".join(json.dumps(r) + "\n" for r in kept)
     if "://" in path:  # An object store cannot append: the object is rewritten per record.
+      # No TensorBoard events there (tensorboardX appends to local files only); the curves
+      # object holds the same records and `churn-jax report` plots them.
       self._curves = _RewrittenObject(path, text)
       return
     with open(path, "w") as f:  # Rewritten once per process; appended to afterwards.
@@ -121,6 +123,8 @@ class MethodObserver:
 
   def _write_tb(self, record: Dict[str, Any]) -> None:
     """A curves record as TensorBoard scalars (the same tags whether live or replayed)."""
+    if self._tb is None:  # A gs:// workdir (see _open).
+      return
     step = record["step"]
     if record["kind"] == "train":
       self._tb.per_run(step, {f"train/{k}" if "/" not in k else k: v
@@ -152,7 +156,8 @@ class MethodObserver:
     if not self._writes or not perf:
       return
     self._open(step)
-    self._tb.pairs(step, {f"perf/{k}": v for k, v in perf.items()})
+    if self._tb is not None:
+      self._tb.pairs(step, {f"perf/{k}": v for k, v in perf.items()})
 
   def on_eval(self, step: int, member_probs: np.ndarray, labels: np.ndarray) -> None:
     """Test metrics of the deployed models during training, churn between runs included."""
@@ -180,13 +185,15 @@ class MethodObserver:
           per_run[f"final/{key}"] = [np.nan if v is None else v for v in values]
         elif value.get("mean") is not None:
           pair_means[f"final/{key}"] = value["mean"]
-      self._tb.per_run(step, per_run)
-      self._tb.pairs(step, pair_means)
+      if self._tb is not None:
+        self._tb.per_run(step, per_run)
+        self._tb.pairs(step, pair_means)
     self.close()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+    if self._curves is not None:
       self._curves.close()
-      self._tb = self._curves = None
+    self._tb = self._curves = None
 
