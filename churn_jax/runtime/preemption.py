@@ -49,6 +49,7 @@ class Watcher:
   def _handle(self, signum, frame):
     del frame
     if self.signum == signal.SIGINT and signum == signal.SIGINT:
+      _silence_for_exit()
       raise KeyboardInterrupt  # Second Ctrl-C: the user does not want to wait.
     if self.signum is None:
       self.signum = signum
@@ -103,6 +104,14 @@ class _Never(Watcher):
 
   def should_stop(self, step: int, sync_every: int = 1) -> bool:
     return False
+
+
+def _silence_for_exit() -> None:
+  """The process is about to end on a second Ctrl-C: the interrupt unwinds through orbax's
+  save threads and loggers, whose tracebacks would bury the command line's one clean line."""
+  import logging  # pylint: disable=g-import-not-at-top
+  logging.disable(logging.CRITICAL)
+  threading.excepthook = lambda args: None
 
 
 _NEVER = _Never()
