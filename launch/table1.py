@@ -20,9 +20,7 @@ from churn_jax.runtime import workdir_lock
 from churn_jax.study import config_checks
 
 _CONFIG, _WORKDIR = app.CONFIG, app.WORKDIR
-_DETERMINISTIC = flags.DEFINE_bool(
-    "deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX "
-    "starts (GPU: deterministic reductions and scatters; CPU: no effect, already deterministic).")
+_DETERMINISTIC = app.DETERMINISTIC  # --deterministic_ops, shared with launch/main.py.
 _METHOD = flags.DEFINE_string("method", "baseline", "The method config trained in every row.")
 
 

@@ -59,8 +59,9 @@ class CustomExampleTest(absltest.TestCase):
     with open(os.path.join(self.workdir, "results.json")) as f:
       written = json.load(f)
     self.assertEqual(churn_jax.format_table(written), churn_jax.format_table(self.results))
-    table = churn_jax.format_table(self.results).splitlines()
-    self.assertEqual([row.split(" | ")[0] for row in table[2:]], ["| baseline", "| prob_match"])
+    table = [l for l in churn_jax.format_table(self.results).splitlines()
+             if l.startswith("| ") and not l.startswith("| method")]  # Rows, not legend/header.
+    self.assertEqual([row.split(" | ")[0] for row in table], ["| baseline", "| prob_match"])
     for name in ("baseline", "prob_match"):
       pred = churn_jax.load_predictions(self.workdir, name)
       self.assertEqual(pred["deployed"].shape, (3, 300, 3))

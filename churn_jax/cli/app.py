@@ -31,6 +31,7 @@ WORKDIR = _WORKDIR = flags.DEFINE_string(
 _DETERMINISTIC = flags.DEFINE_bool(
     "deterministic_ops", False, "Set XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX "
     "starts (GPU: deterministic reductions and scatters; CPU/TPU: already deterministic).")
+DETERMINISTIC = _DETERMINISTIC  # launch/table1.py uses it too (one flag per process).
 
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 _COMMON_KEYS = (

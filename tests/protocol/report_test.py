@@ -63,8 +63,11 @@ class ReportTest(absltest.TestCase):
       writer.writerow(["steady", "reversed", "not held"])
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-      self.assertEqual(cli.main(["report", self.workdir]), 0)
-    self.assertIn("steady.churn: results.json differs from its predictions", err.getvalue())
+      # A results.json its predictions contradict is refused, then rewritten on request.
+      self.assertEqual(cli.main(["report", self.workdir]), 1)
+      self.assertIn("steady.churn", err.getvalue())
+      self.assertEqual(cli.main(["report", "--repair", self.workdir]), 0)
+    self.assertIn("repaired steady.churn", err.getvalue())
 
     # Independent recomputation: summaries from the probabilities, one test per cell, Holm
     # over each column's two methods.

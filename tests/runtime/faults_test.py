@@ -149,7 +149,7 @@ class StudyFaultTest(parameterized.TestCase):
     # CliTest, a study of its own).
     self.assertIn("| baseline | 2 | 1x | 1x |", self.ref_output)
     self.assertIn("| codistill | 2 | 2x | 1x |", self.ref_output)
-    self.assertIn(f"results written to {self.ref}/results.{{json,csv,md}}", self.ref_output)
+    self.assertIn(f"written in {self.ref}: results.{{json,csv,md,tex}}", self.ref_output)
 
   def wait_for_checkpoint(self, proc, workdir, method, after=0):
     """Polls until `method` has a checkpoint later than step `after`; its step."""

@@ -31,6 +31,10 @@ from tests import fresh_venv
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BUCKET = "churn-test"
+# gcp-storage-emulator answers some of tensorstore's conditional writes without a valid
+# generation; orbax's save then fails with this text (seen ~1 save in 50 under load; never
+# against a real bucket). The workdir stays resumable, so the test resumes as a user would.
+_EMULATOR_FAULT = "Malformed StorageGeneration"
 
 
 def _free_port() -> int:
@@ -114,18 +118,25 @@ class GcsEmulatorTest(absltest.TestCase):
       self.assertRegex(f.read(), r"error: workdir gs://\S+ is in use by another study")
     while not any(f.startswith("checkpoints/baseline-") for f in self.files(workdir)):
       self.assertLess(time.time(), deadline, "no checkpoint in the bucket")
-      self.assertIsNone(first.poll(), "finished before the kill; raise the steps")
+      self._alive_or_emulator_fault(first, log)
       time.sleep(0.5)
-    self.assertIsNone(first.poll(), "finished before the kill; raise the steps")
-    first.send_signal(signal.SIGKILL)
+    if self._alive_or_emulator_fault(first, log):
+      first.send_signal(signal.SIGKILL)
     first.wait()
 
-    rerun_log = os.path.join(tmp, "rerun.log")
-    rerun = self.launch(workdir, log=rerun_log)
-    self.assertEqual(rerun.wait(timeout=900), 0, open(rerun_log).read()[-3000:])
+    resumed = False
+    for attempt in range(3):  # The same command again, as a user resumes.
+      rerun_log = os.path.join(tmp, f"rerun{attempt}.log")
+      rerun = self.launch(workdir, log=rerun_log)
+      code = rerun.wait(timeout=900)
+      with open(rerun_log) as f:
+        text = f.read()
+      resumed |= re.search(r"method baseline: resumed from step \d+", text) is not None
+      if code == 0 or _EMULATOR_FAULT not in text:
+        break
+    self.assertEqual(code, 0, text[-3000:])
     self.assertEqual(reference.wait(timeout=900), 0)
-    with open(rerun_log) as f:
-      self.assertRegex(f.read(), r"method baseline: resumed from step \d+")
+    self.assertTrue(resumed, "no rerun resumed from a checkpoint")
 
     files = self.files(workdir)
     for name in ("results.json", "results.md", "config.json", "predictions/baseline.npz",
@@ -168,6 +179,16 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertIn("results.json", files)
     self.assertTrue([f for f in files if f.startswith("checkpoints/baseline-") and "/4/" in f],
                     files)
+
+  def _alive_or_emulator_fault(self, proc, log) -> bool:
+    """True while `proc` runs; a process ended by the emulator's fault counts as interrupted."""
+    if proc.poll() is None:
+      return True
+    with open(log) as f:
+      text = f.read()
+    self.assertIn(_EMULATOR_FAULT, text, "finished before the kill; raise the steps\n"
+                  + text[-2000:])
+    return False
 
   @staticmethod
   def _holds_lock(directory, pid):

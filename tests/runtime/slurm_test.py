@@ -93,9 +93,12 @@ class EntryPointsTest(parameterized.TestCase):
     for k in list(env):
       if k.startswith("SLURM_") or k.startswith("CHURN_JAX_COORD"):
         env.pop(k)
+    # sweep.py --mode=stacked: the default sequential mode refuses the paper's stage-2 entries
+    # (they need stage 1's selection) before it would start the runtime.
+    extra = ["--mode=stacked"] if launcher == "sweep.py" else []
     proc = subprocess.run(
         [sys.executable, os.path.join(_ROOT, "launch", launcher),
-         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={tmp}/w"],
+         f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={tmp}/w"] + extra,
         env=env, capture_output=True, text=True, timeout=120)
     self.assertNotEqual(proc.returncode, 0, proc.stdout[-1000:])
     self.assertIn("coordinator_address should be defined", proc.stderr, proc.stderr[-2000:])
