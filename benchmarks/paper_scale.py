@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from churn_jax import methods, models
-from churn_jax.engine import numerics as engine_numerics, sharding, step as step_lib
+from churn_jax.engine import sharding, step as step_lib
 from churn_jax.models import layers
-from churn_jax.study import train
+from churn_jax.study import settings, train
 
 # The ResNets compute their weight gradient in 16-example chunks on CPU only, unrolled
 # (models/layers.py): at batch 1024 that is 64 gradient convolutions per layer, a program a
@@ -127,7 +127,7 @@ def abstract_step(config, method, strategy):
   overrides = dict(compute_dtype=_DTYPE.value or config.get("compute_dtype", "float32"),
                    remat=_REMAT.value or bool(config.get("remat", False)),
                    microbatches=_MICRO.value or int(config.get("microbatches", 1)))
-  numerics = dataclasses.replace(engine_numerics.Numerics.from_config(config), **overrides)
+  numerics = dataclasses.replace(settings.numerics_of(config), **overrides)
   return (step_lib.make_train_step(model, method, tx, strategy, numerics=numerics), state,
           batch)
 

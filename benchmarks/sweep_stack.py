@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from churn_jax import data as data_lib
 from churn_jax.engine import step as step_lib
 from churn_jax.runtime import host_devices
+from churn_jax.study import settings
 from churn_jax.study import sweeps, train
 
 _CONFIG = flags.DEFINE_string("config", "experiments/mnist1d.py", "Experiment config file.")
@@ -97,7 +98,7 @@ def _roofline_us(flops, num_bytes, peak):
 def main(argv):
   del argv
   config = _config()
-  host_devices.configure(host_devices.requested_count(config))
+  host_devices.configure(settings.cpu_device_count(config))
   betas = [float(b) for b in _BETAS.value]
   sweep = sweeps.Sweep("codistill", "beta.value", tuple(betas))
   seconds, results = {}, {}

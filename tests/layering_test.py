@@ -57,6 +57,29 @@ def layer_violations(root: str = ROOT):
   return found
 
 
+def config_takers(root: str = ROOT):
+  """Functions below the `configs` layer with a parameter named `config`: the study config
+  is read once, in study/settings.py, and lower layers take small typed values."""
+  rank = {name: i for i, name in enumerate(layers.LAYERS)}
+  found = []
+  for dirpath, _, files in os.walk(root):
+    rel = os.path.relpath(dirpath, root)
+    own = rel.split(os.sep)[0]
+    if own not in rank or rank[own] >= rank["configs"]:
+      continue
+    for f in files:
+      if not f.endswith(".py"):
+        continue
+      with open(os.path.join(dirpath, f)) as fh:
+        tree = ast.parse(fh.read())
+      for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          names = [a.arg for a in node.args.args + node.args.kwonlyargs]
+          if "config" in names:
+            found.append(f"{rel}/{f}:{node.lineno} {node.name}(config)")
+  return found
+
+
 class LayersTest(absltest.TestCase):
 
   def test_no_import_runs_up_a_layer(self):
@@ -66,6 +89,21 @@ class LayersTest(absltest.TestCase):
     packages = {d for d in os.listdir(ROOT)
                 if os.path.isfile(os.path.join(ROOT, d, "__init__.py"))}
     self.assertEqual(packages, set(layers.LAYERS))
+
+  def test_no_function_below_configs_takes_the_study_config(self):
+    self.assertEqual(config_takers(), [])
+
+  def test_config_checker_can_fail(self):
+    tmp = tempfile.mkdtemp()
+    self.addCleanup(__import__('shutil').rmtree, tmp)
+    os.makedirs(os.path.join(tmp, "runtime"))
+    os.makedirs(os.path.join(tmp, "study"))
+    with open(os.path.join(tmp, "runtime", "bad.py"), "w") as f:
+      f.write("def count(config):\n  return config.cpu_devices\n")
+    with open(os.path.join(tmp, "study", "ok.py"), "w") as f:
+      f.write("def count(config):\n  return config.cpu_devices\n")
+    found = config_takers(tmp)
+    self.assertEqual(found, ["runtime/bad.py:1 count(config)"])
 
   def test_checker_catches_an_upward_import(self):
     # The checker itself must be able to fail: a fake tree where core imports study.

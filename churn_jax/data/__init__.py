@@ -42,11 +42,11 @@ def provenance(dataset) -> dict:
               name=dataset.name)
 
 
-def _field(config, key: str, default):
-  """config.get(key, default), also for plain attribute containers."""
-  if hasattr(config, "get"):
-    return config.get(key, default)
-  return getattr(config, key, default)
+def _field(data_config, key: str, default):
+  """data_config.get(key, default), also for plain attribute containers."""
+  if hasattr(data_config, "get"):
+    return data_config.get(key, default)
+  return getattr(data_config, key, default)
 
 
 def get_dataset(data_config) -> Dataset:

@@ -1,5 +1,5 @@
 """How the stacked step computes: activation dtype, matmul precision, rematerialisation,
-gradient accumulation and steps per dispatch, read once from the config.
+gradient accumulation and steps per dispatch (built from the config by study/settings.py).
 
 Mixed precision keeps the float32 "master" parameters: the stack casts parameters and inputs
 to `compute_dtype` inside the differentiated function, so gradients, optimizer state and
@@ -27,14 +27,6 @@ class Numerics:
   microbatches: int = 1     # Gradient accumulation: the batch in this many equal slices.
   steps_per_loop: int = 1   # Train steps inside one jitted program (lax.scan).
 
-  @classmethod
-  def from_config(cls, config) -> "Numerics":
-    return cls(compute_dtype=str(config.get("compute_dtype", "float32")),
-               matmul_precision=str(config.get("matmul_precision", "default")),
-               remat=bool(config.get("remat", False)),
-               microbatches=int(config.get("microbatches", 1)),
-               steps_per_loop=int(config.get("steps_per_loop", 1)))
-
   @property
   def dtype(self):
     return COMPUTE_DTYPES[self.compute_dtype]
@@ -44,29 +36,6 @@ class Numerics:
     if self.matmul_precision == "default":
       return contextlib.nullcontext()
     return jax.default_matmul_precision(self.matmul_precision)
-
-
-def check(config) -> list:
-  """One-line problems of the numerics fields of `config` (empty list: fine)."""
-  problems = []
-  dtype = config.get("compute_dtype", "float32")
-  if dtype not in COMPUTE_DTYPES:
-    problems.append(f"compute_dtype {dtype!r} unknown; known: {', '.join(COMPUTE_DTYPES)}")
-  precision = config.get("matmul_precision", "default")
-  if precision not in MATMUL_PRECISIONS:
-    problems.append(f"matmul_precision {precision!r} unknown; known: "
-                    f"{', '.join(MATMUL_PRECISIONS)}")
-  if not isinstance(config.get("remat", False), bool):
-    problems.append(f"remat must be True or False, got {config.get('remat')!r}")
-  for key in ("microbatches", "steps_per_loop"):
-    value = config.get(key, 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      problems.append(f"{key} must be an integer >= 1, got {value!r}")
-  micro = config.get("microbatches", 1)
-  if isinstance(micro, int) and micro >= 1 and int(config.get("batch_size", 1)) % micro:
-    problems.append(f"batch_size {config.get('batch_size')} is not divisible by microbatches "
-                    f"{micro}")
-  return problems
 
 
 def cast_floating(tree, dtype):

@@ -93,13 +93,13 @@ def device_peak(devices, compute_dtype: str) -> Optional[float]:
   return None if not peaks or None in peaks else sum(peaks)
 
 
-def trace_window(config) -> Optional[tuple]:
-  """(first, last) step of the jax.profiler trace config.profile_steps asks for, or None.
+def trace_window(spec: str) -> Optional[tuple]:
+  """(first, last) step of the jax.profiler trace `spec` asks for, or None.
 
-  config.profile_steps: "" (none) or "N:K", K steps from step N; the trace goes to
+  spec (config.profile_steps): "" (none) or "N:K", K steps from step N; the trace goes to
   WORKDIR/profile (open it with TensorBoard's profile plugin or Perfetto).
   """
-  spec = str(config.get("profile_steps", "") or "")
+  spec = str(spec or "")
   if not spec:
     return None
   first, count = (int(v) for v in spec.split(":"))

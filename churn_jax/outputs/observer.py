@@ -22,9 +22,9 @@ from churn_jax.outputs import tables, tensorboard
 CURVES_DIRNAME = "curves"
 
 
-def learning_rate_fn(config):
-  """The host-side learning-rate schedule of the study (the optimizer's, step.make_optimizer)."""
-  lr_cfg = config.lr
+def learning_rate_fn(lr_cfg):
+  """The host-side learning-rate schedule of the study (the optimizer's, step.make_optimizer),
+  from its `lr` settings (config.lr)."""
   return schedules.warmup_step_decay(lr_cfg.base, lr_cfg.get("warmup_steps", 0),
                                      tuple(lr_cfg.get("decay_steps", ())),
                                      lr_cfg.get("decay_factor", 0.1))
@@ -83,12 +83,14 @@ def _scalars(values: Mapping[str, Any], num_runs: int) -> Dict[str, list]:
 class MethodObserver:
   """Step metrics, evals and final metrics of one method -> TensorBoard and curves."""
 
-  def __init__(self, workdir: str, config, method, run_ids: Optional[Sequence[int]] = None):
+  def __init__(self, workdir: str, method, run_ids: Sequence[int], lr_fn,
+               eval_every: int = 0):
+    """lr_fn: step -> learning rate (learning_rate_fn); eval_every: config.eval_every_steps."""
     self.workdir = workdir
     self.method = method
-    self.run_ids = list(range(int(config.num_runs)) if run_ids is None else run_ids)
-    self.eval_every = int(config.get("eval_every_steps", 0) or 0)
-    self._lr = learning_rate_fn(config)
+    self.run_ids = list(run_ids)
+    self.eval_every = int(eval_every or 0)
+    self._lr = lr_fn
     self._writes = jax.process_index() == 0
     self._tb = None
     self._curves = None

@@ -51,15 +51,15 @@ def auto_count(model_name: str, batch_size: int, cores: int = 0, stack_size: int
   return max(d for d in range(1, cores + 1) if batch_size % d == 0)
 
 
-def requested_count(config) -> int:
-  """`config.cpu_devices`, or the automatic rule when it is 0 or absent."""
-  count = int(config.get("cpu_devices", 0))
+def requested_count(cpu_devices: int, model_name: str, batch_size: int, num_runs: int) -> int:
+  """`cpu_devices` (config.cpu_devices), or the automatic rule when it is 0."""
+  count = int(cpu_devices)
   if count < 0:
     raise ValueError(f"cpu_devices must be >= 0 (0 = automatic), got {count}")
   if count:
     return count
   # The process serves every method; its smallest stack is R runs x 1 member.
-  return auto_count(config.model.name, int(config.batch_size), stack_size=int(config.num_runs))
+  return auto_count(model_name, int(batch_size), stack_size=int(num_runs))
 
 
 def configure(count: int) -> int:

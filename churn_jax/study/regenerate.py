@@ -49,7 +49,7 @@ def _schedule_series(config: Dict[str, Any]):
   """The learning rate of every step 1..num_train_steps from the study's own schedule (the
   log points alone would draw a step decay as a ramp); None without a recorded config."""
   try:
-    lr_fn = observer.learning_rate_fn(ml_collections.ConfigDict(config))
+    lr_fn = observer.learning_rate_fn(ml_collections.ConfigDict(config).lr)
     steps = np.arange(1, int(config["num_train_steps"]) + 1)
     # The update of step t used the schedule's value at t - 1 (observer.on_log).
     return plots.Series("every method", steps, np.asarray(lr_fn(steps - 1), float),

@@ -45,7 +45,7 @@ from churn_jax.engine import sharding, stack, step as step_lib
 from churn_jax.outputs import predictions
 from churn_jax.protocol import tables as protocol_tables
 from churn_jax.runtime import checkpoint, distributed, host_devices, preemption, workdir_lock
-from churn_jax.study import evaluate, results_store, train, validate
+from churn_jax.study import evaluate, results_store, settings, train, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +278,7 @@ def train_study(config, workdir: str, sweeps: Sequence[Sweep] = (), plain: Seque
   reused; an interrupted stack resumes from its checkpoint. A point whose runs diverge is left
   out and named in the returned "failed" list; the other points are kept.
   """
-  host_devices.configure(host_devices.requested_count(config))
+  host_devices.configure(settings.cpu_device_count(config))
   config = expand_config(config, sweeps, plain)
   if validation_fraction:
     with config.unlocked():

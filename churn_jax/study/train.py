@@ -20,13 +20,13 @@ import tqdm
 
 from churn_jax import data as data_lib, methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import numerics as engine_numerics, sharding, stack, step as step_lib
+from churn_jax.engine import sharding, stack, step as step_lib
 from churn_jax.engine import throughput
 from churn_jax.methods import perturb
 from churn_jax.outputs import observer as observer_lib, predictions, results_files
 from churn_jax.runtime import (checkpoint, compile_cache, distributed, host_devices, preemption,
                                workdir_lock)
-from churn_jax.study import evaluate, regenerate, results_store, validate
+from churn_jax.study import evaluate, regenerate, results_store, settings, validate
 
 
 @dataclasses.dataclass
@@ -135,7 +135,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
   x_range = perturb.input_range(dataset)  # Pixel units of ODS / Gaussian perturbations.
   teacher_model = models.get_model(config.model.name, dataset.num_classes, **{
       k: v for k, v in config.model.items() if k != "name"})  # The study's model.
-  numerics = engine_numerics.Numerics.from_config(config)
+  numerics = settings.numerics_of(config)
   make_step = functools.partial(step_lib.make_train_step, model, method, tx, strategy, x_range,
                                 teacher_model, numerics=numerics)
   train_step = make_step()
@@ -160,7 +160,7 @@ def train_method(config, dataset: data_lib.Dataset, method: methods.Method,
                numerics.compute_dtype, block, start_step, num_steps)
   meter = throughput.Meter(streams * config.batch_size,
                            peak=throughput.device_peak(mesh.devices.flat, numerics.compute_dtype))
-  profile = throughput.trace_window(config)
+  profile = settings.trace_window(config)
   start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start_step, desc=method.name, unit="step",
                   disable=not config.get("progress", True), leave=True)
@@ -339,7 +339,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dict[str, Any]:
   workdir_lock.check_workdir(workdir)  # Empty, a file, read-only: one line, nothing written.
   # First: the CPU device count is fixed when JAX initialises, which validation triggers.
-  host_devices.configure(host_devices.requested_count(config))
+  host_devices.configure(settings.cpu_device_count(config))
   validate.validate_config(config)
   # Before the first compilation; a valid config only (nothing written for a bad one).
   compile_cache.configure(config.get("compile_cache_dir", ""), workdir)  # Shared by hosts.
@@ -371,7 +371,7 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
     ckpt = checkpoint.MethodCheckpointer(store.checkpoint_dir(name),
                                          config.get("checkpoint_every_steps", 0),
                                          config.get("checkpoints_to_keep", 2))
-    observer = observer_lib.MethodObserver(workdir, config, method)
+    observer = settings.method_observer(workdir, config, method)
     try:
       out = train_method(config, dataset, method, tx=tx, checkpointer=ckpt, teacher=teacher,
                          observer=observer)

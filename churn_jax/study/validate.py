@@ -11,10 +11,10 @@ import numpy as np
 
 from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import numerics, sharding, stack, throughput
+from churn_jax.engine import sharding, stack
 from churn_jax.runtime import compile_cache
 from churn_jax.study import config_checks
-from churn_jax.study import user_code
+from churn_jax.study import settings, user_code
 
 # Allowed ranges of coefficients, per method kind (a schedule is checked at its peak value).
 _COEFFICIENT_RANGES = {
@@ -95,10 +95,10 @@ def _check_model_sizes(model_cfg: dict) -> None:
 def _check_numerics(config) -> None:
   """compute_dtype, matmul_precision, remat, microbatches, steps_per_loop, profile_steps,
   mesh (engine/numerics.py, engine/throughput.py, engine/sharding.py; helper accel)."""
-  for problem in numerics.check(config):
+  for problem in settings.check_numerics(config):
     _fail(problem)
   try:
-    throughput.trace_window(config)
+    settings.trace_window(config)
   except ValueError:
     _fail(f"profile_steps must be '' or 'FIRST:COUNT', got {config.get('profile_steps')!r}")
 

@@ -60,14 +60,15 @@ class AutoDevicesForStacksTest(absltest.TestCase):
 
   def test_big_stacks_keep_one_cpu_device(self):
     from churn_jax.runtime import host_devices
+    from churn_jax.study import settings
     from tests import testing
     self.assertEqual(host_devices.auto_count("lenet5", 128, cores=2, stack_size=2), 2)
     self.assertEqual(host_devices.auto_count("lenet5", 128, cores=2, stack_size=4), 1)
     config = testing.tiny_config(num_runs=5, model=dict(name="lenet5"))
     config.cpu_devices = 0
-    self.assertEqual(host_devices.requested_count(config), 1)  # 5 runs: one device.
+    self.assertEqual(settings.cpu_device_count(config), 1)  # 5 runs: one device.
     config.num_runs = 2
-    self.assertEqual(host_devices.requested_count(config),
+    self.assertEqual(settings.cpu_device_count(config),
                      host_devices.auto_count("lenet5", 8, stack_size=1))
 
 

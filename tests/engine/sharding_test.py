@@ -52,15 +52,16 @@ class HostDevicesTest(absltest.TestCase):
     self.assertEqual(host_devices.auto_count("conv1d", 128, cores=8), 1)
 
   def test_requested_count(self):
+    from churn_jax.study import settings  # The config -> host_devices wiring.
     from tests import testing
     config = testing.tiny_config()
     config.cpu_devices = 3
-    self.assertEqual(host_devices.requested_count(config), 3)
+    self.assertEqual(settings.cpu_device_count(config), 3)
     config.cpu_devices = 0
-    self.assertEqual(host_devices.requested_count(config), 1)  # An MLP.
+    self.assertEqual(settings.cpu_device_count(config), 1)  # An MLP.
     config.cpu_devices = -1
     with self.assertRaisesRegex(ValueError, "cpu_devices must be >= 0"):
-      host_devices.requested_count(config)
+      settings.cpu_device_count(config)
 
   def test_sharded_equals_unsharded_on_8_devices(self):
     from tests import testing

@@ -24,7 +24,7 @@ class CurvePanelsTest(absltest.TestCase):
     super().setUp()
     self.workdir = tempfile.mkdtemp()
     os.makedirs(os.path.join(self.workdir, observer.CURVES_DIRNAME))
-    lr = observer.learning_rate_fn(ml_collections.ConfigDict(_CONFIG))
+    lr = observer.learning_rate_fn(ml_collections.ConfigDict(_CONFIG).lr)
     for name, loss, coef in (("baseline", 1.0, None), ("codistill", 3.0, 0.5),
                              ("entropy", 2.0, 0.0)):
       with open(observer.curves_path(self.workdir, name), "w") as f:

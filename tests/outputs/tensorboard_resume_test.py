@@ -14,6 +14,7 @@ from absl.testing import absltest
 import numpy as np
 
 from churn_jax.outputs import observer as observer_lib, tensorboard
+from churn_jax.study import settings
 from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,10 +23,11 @@ _CHILD = """
 import os, signal, sys, types
 import numpy as np
 from churn_jax.outputs import observer
+from churn_jax.study import settings
 from tests import testing
 workdir, last, offset = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 method = types.SimpleNamespace(name="baseline")
-obs = observer.MethodObserver(workdir, testing.tiny_config(num_runs=2), method)
+obs = settings.method_observer(workdir, testing.tiny_config(num_runs=2), method)
 for step in range(50, last + 1, 50):
   obs.on_log(step, {"loss": np.array([step, -step]) + offset})
 os.kill(os.getpid(), signal.SIGKILL)  # Nothing flushed, no exit handlers.
@@ -49,7 +51,7 @@ class TensorBoardResumeTest(absltest.TestCase):
     super().tearDown()
 
   def _log(self, first, last, offset):
-    obs = observer_lib.MethodObserver(self.workdir, self.config, self.method)
+    obs = settings.method_observer(self.workdir, self.config, self.method)
     for step in range(first, last + 1, 50):
       obs.on_log(step, {"loss": np.array(_loss(0, offset)) + [step, -step]})
     return obs
