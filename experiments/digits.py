@@ -37,12 +37,7 @@ def get_config(arg=None):
   config.schurn_alpha = 1.0
   config.eval_batch_size = 360
   config.strategy = "auto"
-  config.compute_dtype = "float32"  # float32 | bfloat16 (accelerators; engine/numerics.py)
-  config.steps_per_loop = 1  # Train steps per dispatch (lax.scan); events at block ends.
-  config.matmul_precision = "default"  # jax.default_matmul_precision of the step
-  config.remat = False  # Recompute activations in the backward pass (memory, same values)
-  config.microbatches = 1  # Gradient accumulation over this many slices of the batch
-  config.profile_steps = ""  # "N:K": jax.profiler trace of steps N..N+K-1 (WORKDIR/profile)
+  config_lib.set_numerics(config, "float32")
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 100

@@ -49,6 +49,18 @@ def vary_set(config) -> set:
   return vary
 
 
+def set_numerics(config: ml_collections.ConfigDict, compute_dtype: str) -> None:
+  """How the stacked step computes (engine/numerics.py; built by study/settings.py): float32
+  for the offline CPU configs, bfloat16 activations (float32 weights and metrics) for the
+  paper configs on accelerators."""
+  config.compute_dtype = compute_dtype  # float32 | bfloat16
+  config.matmul_precision = "default"  # jax.default_matmul_precision of the step
+  config.remat = False  # Recompute activations in the backward pass (memory, same values)
+  config.microbatches = 1  # Gradient accumulation over this many slices of the batch
+  config.steps_per_loop = 1  # Train steps per dispatch (lax.scan); events at block ends.
+  config.profile_steps = ""  # "N:K": jax.profiler trace of steps N..N+K-1 (WORKDIR/profile)
+
+
 def rampup(value: float, fraction: float) -> ml_collections.ConfigDict:
   """A coefficient linearly ramped up over the first `fraction` of training."""
   return ml_collections.ConfigDict(dict(kind="linear_rampup", value=value, rampup_fraction=fraction,

@@ -77,13 +77,7 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
   config.schurn_alpha = 1.0
   config.eval_batch_size = eval_batch_size  # Small for ImageNet: every member predicts it all.
   config.strategy = "auto"
-  # Accelerator numerics (engine/numerics.py): bf16 activations, float32 weights and metrics.
-  config.compute_dtype = "bfloat16"
-  config.matmul_precision = "default"
-  config.remat = False
-  config.microbatches = 1
-  config.steps_per_loop = 1
-  config.profile_steps = ""  # "N:K": a jax.profiler trace of steps N..N+K-1 in WORKDIR/profile.
+  config_lib.set_numerics(config, "bfloat16")
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 100
