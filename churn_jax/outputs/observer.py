@@ -83,13 +83,12 @@ def _scalars(values: Mapping[str, Any], num_runs: int) -> Dict[str, list]:
 class MethodObserver:
   """Step metrics, evals and final metrics of one method -> TensorBoard and curves."""
 
-  def __init__(self, workdir: str, method, run_ids: Sequence[int], lr_fn,
-               eval_every: int = 0):
-    """lr_fn: step -> learning rate (learning_rate_fn); eval_every: config.eval_every_steps."""
+  def __init__(self, workdir: str, method, run_ids: Sequence[int], lr_fn):
+    """lr_fn: step -> learning rate (learning_rate_fn). The trainer decides when to call
+    on_eval (config.eval_every_steps)."""
     self.workdir = workdir
     self.method = method
     self.run_ids = list(run_ids)
-    self.eval_every = int(eval_every or 0)
     self._lr = lr_fn
     self._writes = jax.process_index() == 0
     self._tb = None

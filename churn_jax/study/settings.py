@@ -58,7 +58,6 @@ def trace_window(config) -> Optional[Tuple[int, int]]:
 
 
 def method_observer(workdir: str, config, method) -> observer_lib.MethodObserver:
-  """The observer of one method: its runs, the study's LR schedule, the eval period."""
+  """The observer of one method: its runs and the study's LR schedule."""
   return observer_lib.MethodObserver(
-      workdir, method, range(int(config.num_runs)), observer_lib.learning_rate_fn(config.lr),
-      eval_every=int(config.get("eval_every_steps", 0) or 0))
+      workdir, method, range(int(config.num_runs)), observer_lib.learning_rate_fn(config.lr))
