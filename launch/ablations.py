@@ -114,13 +114,13 @@ def fidelity_markdown(workdir: str, results, teacher: str) -> str:
 def run(config, workdir: str, study: str, validation_fraction: float) -> str:
   """Trains the study's sub-studies and returns ablation.md's body (tables per sub-study)."""
   from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
-  from churn_jax.study import sweeps  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import sweep_stages, sweeps  # pylint: disable=g-import-not-at-top
   plain, spec, reference, _ = STUDIES[study]
   selection = "validation" if validation_fraction else "test"
   text = []
   for name, sub in sub_configs(config, study):
     sub_dir = os.path.join(workdir, name) if name else workdir
-    results = sweeps.train_staged(sub, sub_dir, sweeps.parse_sweeps(spec), plain,
+    results = sweep_stages.train_staged(sub, sub_dir, sweeps.parse_sweeps(spec), plain,
                                   validation_fraction)
     if results["failed"]:
       raise FloatingPointError(f"diverged, left out: {', '.join(results['failed'])}")

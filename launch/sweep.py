@@ -227,7 +227,7 @@ def run_stacked(config, entries) -> int:
   """Trains every sweep point as part of its method's stack, then writes the protocol."""
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()
-  from churn_jax.study import sweeps  # pylint: disable=g-import-not-at-top
+  from churn_jax.study import sweep_stages, sweeps  # pylint: disable=g-import-not-at-top
   from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   try:
@@ -237,7 +237,7 @@ def run_stacked(config, entries) -> int:
       plain, sweep_list = sweeps.from_overrides([o for _, o in entries])
     if "baseline" in config.method_configs and "baseline" not in plain:
       plain.insert(0, "baseline")  # Every verdict is a difference against the baseline.
-    results, seconds = sweeps.timed_study(config, FLAGS.workdir, sweep_list, plain,
+    results, seconds = sweep_stages.timed_study(config, FLAGS.workdir, sweep_list, plain,
                                           FLAGS.validation_fraction)
   except (ValueError, FileNotFoundError, FloatingPointError, workdir_lock.WorkdirBusyError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ import tempfile
 from absl.testing import absltest
 
 from churn_jax.configs import config_lib
-from churn_jax.study import sweeps
+from churn_jax.study import sweep_stages, sweeps
 from tests import testing
 
 
@@ -21,21 +21,21 @@ class StagesTest(absltest.TestCase):
     s = sweeps.parse_sweeps("codistill:beta.value=0.5,1;"
                             "codistill_entropy:entropy_beta.value=0.1:beta.value<codistill")
     self.assertEqual(s[1].fixed_from, (("beta.value", "codistill"),))
-    self.assertEqual(sweeps.stages(s), [[s[0]], [s[1]]])
+    self.assertEqual(sweep_stages.stages(s), [[s[0]], [s[1]]])
     with self.assertRaisesRegex(ValueError, "key<source_method"):
       sweeps.parse_sweeps("skl:beta=0.1:beta")
     entries = (config_lib.coefficient_sweep((), (), (0.5, 1.0))
                + config_lib.regularized_codistill_sweep((0.1, 0.2), (0.01,)))
     _, grouped = sweeps.from_overrides(entries)
-    self.assertEqual([g.method for g in sweeps.stages(grouped)[1]],
+    self.assertEqual([g.method for g in sweep_stages.stages(grouped)[1]],
                      ["codistill_entropy", "codistill_skl"])
     self.assertEqual(grouped[1].fixed_from, (("beta.value", "codistill"),))
     with self.assertRaisesRegex(ValueError, "not a sweep of this study"):
-      sweeps.stages(grouped[1:])
+      sweep_stages.stages(grouped[1:])
     loop = [sweeps.Sweep("a", "x", (1.0,), (("y", "b"),)),
             sweeps.Sweep("b", "x", (1.0,), (("y", "a"),))]
     with self.assertRaisesRegex(ValueError, "cycle"):
-      sweeps.stages(loop)
+      sweep_stages.stages(loop)
 
   def test_resolve_takes_the_selected_point_of_the_split(self):
     config = testing.tiny_config()
@@ -46,7 +46,7 @@ class StagesTest(absltest.TestCase):
     sweep = sweeps.Sweep("codistill_entropy", "entropy_beta.value", (0.1,),
                          (("beta.value", "codistill"),))
     for split, value in (("validation", 0.5), ("test", 2.0)):
-      out, resolved = sweeps.resolve_fixed(config, sweep, results, split)
+      out, resolved = sweep_stages.resolve_fixed(config, sweep, results, split)
       self.assertEqual(out.method_configs.codistill_entropy.beta.value, value)
       self.assertEqual(resolved.fixed, (("beta.value", value, "codistill",
                                          f"codistill@beta={value:g}", split),))
@@ -57,7 +57,7 @@ class StagesTest(absltest.TestCase):
     s = sweeps.parse_sweeps("codistill:beta.value=0.5,0.2;"
                             "codistill_entropy:entropy_beta.value=0.1:beta.value<codistill")
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-      results = sweeps.train_staged(config, d1, s, ["baseline"], validation_fraction=0.2)
+      results = sweep_stages.train_staged(config, d1, s, ["baseline"], validation_fraction=0.2)
       rows = [(results["methods"][p]["validation"]["churn"]["mean"], v)
               for p, v in zip(s[0].points, s[0].values)]
       chosen = min(rows)[1]
