@@ -5,12 +5,17 @@ import os
 import shutil
 import tempfile
 
-# The configs' compile_cache_dir="auto" writes under $XDG_CACHE_HOME: give each pytest worker
-# (and the study processes it starts, which inherit the variable) its own empty one, so tests
-# neither touch the user's cache nor race another worker on the same entries.
-_CACHE_HOME = tempfile.mkdtemp(prefix=f"churn_jax_tests_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_")
-os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
-atexit.register(shutil.rmtree, _CACHE_HOME, True)
+# The configs' compile_cache_dir="auto" writes under $XDG_CACHE_HOME: one empty folder for the
+# whole test run, made by the process that starts the xdist workers (they and the study
+# processes they start inherit it), so tests never touch the user's cache, and a program one
+# test compiled is loaded by the next test that compiles it, as a user's second study would.
+# The cache is safe under concurrent writers (tests/runtime/compile_cache_test.py).
+if "CHURN_JAX_TEST_CACHE_HOME" not in os.environ:
+  os.environ["CHURN_JAX_TEST_CACHE_HOME"] = tempfile.mkdtemp(prefix="churn_jax_tests_cache_")
+  atexit.register(shutil.rmtree, os.environ["CHURN_JAX_TEST_CACHE_HOME"], True)
+os.environ["XDG_CACHE_HOME"] = os.environ["CHURN_JAX_TEST_CACHE_HOME"]
+# Small programs too: a test's study compiles dozens of sub-second programs.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 # Fixtures built once per test run and shared by the xdist workers (tests/testing.py:
 # shared_dir): this process makes the folder before it starts the workers, which inherit the

@@ -54,6 +54,7 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   config.progress = False
   config.checkpoint_every_steps = 0
   config.checkpoints_to_keep = 2
+  config.compile_cache_dir = "auto"
   return config
 
 

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from churn_jax.cli import app
-from churn_jax.runtime import checkpoint, fileio, workdir_lock
+from churn_jax.runtime import workdir_lock
 from experiments import mnist1d
 from tests import testing
 
@@ -331,84 +331,6 @@ class StudyFaultTest(parameterized.TestCase):
     self.assertIn(message, lines[0])
     self.assertFalse(os.path.exists(f"{tmp}/never"))
     self.assertEqual(sorted(os.listdir(tmp)), listing)
-
-
-_STOP_CHILD = """
-import os, signal, sys
-import jax
-jax.config.update("jax_platforms", "cpu")
-jax.config.update("jax_num_cpu_devices", 1)
-port, index = sys.argv[1], int(sys.argv[2])
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                           process_id=index)
-from churn_jax.runtime import preemption
-with preemption.watch() as watcher:
-  for step in range(1, 30):
-    if index == 0 and step == 3:
-      os.kill(os.getpid(), signal.SIGTERM)  # Only host 0 is told.
-    if watcher.should_stop(step, 5):
-      print(f"stop at {step} signal {watcher.signum}", flush=True)
-      break
-"""
-
-
-class MultiProcessStopTest(absltest.TestCase):
-
-  def test_processes_agree_on_the_stop_step(self):
-    with socket.socket() as s:
-      s.bind(("127.0.0.1", 0))
-      port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", _STOP_CHILD, str(port), str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-      self.assertEqual(p.returncode, 0, err[-2000:])
-      # Signalled at step 3 on host 0, before asking: its flag goes into step 3's agreement,
-      # which every host reads at step 4 (one step late, runtime/preemption.py); host 1 learns
-      # which signal it was.
-      self.assertEqual(out.strip().splitlines()[-1], f"stop at 4 signal {int(signal.SIGTERM)}")
-
-
-class HelpTest(absltest.TestCase):
-
-  def test_help_says_what_to_pass(self):
-    proc = subprocess.run([sys.executable, "launch/main.py", "--help"], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=120)
-    self.assertEqual(proc.returncode, 0, proc.stderr)
-    for text in ("--config=CONFIG_FILE[:ARGS] --workdir=DIR", "experiments/mnist1d.py",
-                 "experiments/cifar10.py", "quick", "runlocal", "--config.num_runs=5",
-                 "--config.methods=baseline,codistill", "--config.data.npz_path=FILE",
-                 "config.json"):
-      self.assertIn(text, proc.stdout)
-
-
-class WorkdirCheckTest(absltest.TestCase):
-
-  def test_not_writable(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      with mock.patch("os.access", return_value=False):  # Root may write anywhere.
-        with self.assertRaisesRegex(ValueError, f"{tmp} is not writable"):
-          workdir_lock.check_workdir(os.path.join(tmp, "new"))
-
-  def test_remote_write_path_on_a_local_backend(self):
-    # The gs:// branch of fileio (epath, one upload), exercised on the local filesystem.
-    with tempfile.TemporaryDirectory() as tmp:
-      path = os.path.join(tmp, "sub", "results.json")
-      with mock.patch.object(fileio, "is_remote", return_value=True):
-        fileio.atomic_write(path, "text\n")
-        fileio.atomic_write(path + ".bin", b"\x00\x01")
-      self.assertEqual(read(path), b"text\n")
-      self.assertEqual(read(path + ".bin"), b"\x00\x01")
-      self.assertEqual(fileio.sha256(path), hashlib.sha256(b"text\n").hexdigest())
-
-  def test_gs_checkpoint_directory_is_not_made_local(self):
-    with mock.patch("orbax.checkpoint.CheckpointManager") as manager:
-      ckpt = checkpoint.MethodCheckpointer("gs://bucket/wd/checkpoints/baseline-0", 10)
-    self.assertEqual(ckpt.directory, "gs://bucket/wd/checkpoints/baseline-0")
-    self.assertEqual(manager.call_args[0][0], "gs://bucket/wd/checkpoints/baseline-0")
 
 
 if __name__ == "__main__":
