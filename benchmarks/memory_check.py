@@ -127,6 +127,8 @@ class StepMemory:
   alias: int
   temporaries: int
   code: int
+  all_gathers: int = 0  # In the per-device program: > 0 where the partitioner gathers
+                        # arrays, e.g. a batch it cannot keep split (replicated work).
 
   @property
   def per_device(self) -> int:
@@ -138,8 +140,9 @@ def step_memory(config, method, num_devices: int, numerics=None, num_classes=Non
   """Compiles the step as the trainer would run it on `num_devices` devices; its per-device
   memory analysis."""
   step, state, batch, mesh = sharded_step(config, method, num_devices, numerics, num_classes)
-  analysis = step.lower(state, batch, {}).compile().memory_analysis()
-  return StepMemory(mesh=mesh, arguments=int(analysis.argument_size_in_bytes),
+  compiled = step.lower(state, batch, {}).compile()
+  analysis = compiled.memory_analysis()
+  return StepMemory(all_gathers=compiled.as_text().count(" all-gather("), mesh=mesh, arguments=int(analysis.argument_size_in_bytes),
                     outputs=int(analysis.output_size_in_bytes),
                     alias=int(analysis.alias_size_in_bytes),
                     temporaries=int(analysis.temp_size_in_bytes),
