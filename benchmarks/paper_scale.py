@@ -1,9 +1,12 @@
 """What the paper table costs on TPU and GPU, from the program itself, compiled on this CPU.
 
-  nice python benchmarks/paper_scale.py --configs=cifar10,svhn --strategies=vmap,loop
-  nice python benchmarks/paper_scale.py --configs=imagenet --strategies=vmap --nocompile \
-      --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
+  nice python benchmarks/paper_scale.py   # --memory: does each shipped config fit? (docs/TPU.md)
+  nice python benchmarks/paper_scale.py --nomemory --cost --configs=cifar10,svhn \
+      --strategies=vmap,loop
+  nice python benchmarks/paper_scale.py --nomemory --cost --configs=imagenet --strategies=vmap \
+      --nocompile --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
 
+--cost:
 For each paper config (experiments/<name>.py: its model, R runs, global batch 1024, its
 methods and step count) and strategy, the stacked train step of each distinct member count
 M among the config's methods (baseline-like methods M=1, co-distillation M=2; their losses
