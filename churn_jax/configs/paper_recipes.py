@@ -134,14 +134,14 @@ def imagenet_config(dataset: str, arg: str | None = None) -> ml_collections.Conf
   over 5 epochs to a peak learning rate of 0.8, x0.1 at epochs 30, 60 and 80, 90 epochs. L2
   weight decay 1e-4 (the usual ResNet-50 value; the paper's number was lost). Evaluation on
   TFDS `validation` (the paper's test set). Regularisers on the top-10 probabilities.
-  Gradient accumulation over 16 slices of the batch (BatchNorm sees ghost batches of 64), so
+  Gradient accumulation over 32 slices of the batch (BatchNorm sees ghost batches of 32), so
   that the 5-run stack fits a TPU v4-8 (docs/TPU.md). `runlocal`: a ResNet-8 on 32x32 crops.
   """
   return _paper_config(
       dataset, arg, model=dict(name="resnet_v2_50"), nesterov=False, weight_decay=1e-4,
       base_lr=0.8, warmup_epochs=5, decay_epochs=(30, 60, 80), num_epochs=90,
       eval_batch_size=250, image_size=224, num_workers=32, checkpoint_every_steps=2500,
-      runlocal_model=_RESNET8, runlocal_image_size=32, top_k=TOP_K, microbatches=16)
+      runlocal_model=_RESNET8, runlocal_image_size=32, top_k=TOP_K, microbatches=32)
 
 
 def runlocal(config: ml_collections.ConfigDict, model: dict[str, Any] | None = None,
