@@ -25,7 +25,8 @@ Assumptions, stated: the work and temporaries split evenly over the mesh's devic
 is compute bound (no input, communication or memory-bandwidth limits); float32 convolutions
 and matmuls run at the bf16 peak on TPU (XLA's default precision is one bf16 pass) and at the
 TF32 peak on the H100 (JAX's default precision on GPU). Temporaries are XLA:CPU's, not the TPU
-compiler's. Evaluation and checkpoint time are not counted.
+compiler's. Evaluation and checkpoint time are not counted. So every step time and hour is a
+lower bound; and "split evenly" does not hold for vmap's grouped convolutions (--memory).
 
 With --grouped_conv_check, the vmap step of the config's model is also lowered for TPU
 (jax.export, no TPU needed) and its convolutions are counted by feature_group_count.
@@ -230,8 +231,9 @@ def main(argv):
 def cost_table():
   """FLOPs, one-device temporaries, the mesh per target and the table's hours."""
   header = ("| config | strategy | M | methods | steps | GFLOP/step | params GiB | opt+stats GiB "
-            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits | "
-            "step ms @100% | step ms @40% |")
+            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits if split "
+            "evenly (--memory compiles it per device) | step ms @100% (lower bound) | "
+            "step ms @40% (lower bound) |")
   totals = {}
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -265,7 +267,8 @@ def cost_table():
     if _GROUPED.value and models.uses_convolutions(config.model.name):
       members = max(by_members)
       print("#", grouped_convolutions(config, built[by_members[members][0]]), flush=True)
-  print("\n| config | strategy | target | table hours @100% | table hours @40% |")
+  print("\n| config | strategy | target | table hours @100% (lower bound) | "
+        "table hours @40% (lower bound) |")
   print("|---|---|---|---|---|")
   for (name, strategy, target), seconds in totals.items():
     print(f"| {name} | {strategy} | {target} | {seconds / 3600:.3g} | "
