@@ -1,9 +1,12 @@
 """What the paper table costs on TPU and GPU, from the program itself, compiled on this CPU.
 
-  nice python benchmarks/paper_scale.py --configs=cifar10,svhn --strategies=vmap,loop
-  nice python benchmarks/paper_scale.py --configs=imagenet --strategies=vmap --nocompile \
-      --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
+  nice python benchmarks/paper_scale.py   # --memory: does each shipped config fit? (docs/TPU.md)
+  nice python benchmarks/paper_scale.py --nomemory --cost --configs=cifar10,svhn \
+      --strategies=vmap,loop
+  nice python benchmarks/paper_scale.py --nomemory --cost --configs=imagenet --strategies=vmap \
+      --nocompile --nogrouped_conv_check    # FLOPs only: for models too slow to compile here
 
+--cost:
 For each paper config (experiments/<name>.py: its model, R runs, global batch 1024, its
 methods and step count) and strategy, the stacked train step of each distinct member count
 M among the config's methods (baseline-like methods M=1, co-distillation M=2; their losses
@@ -22,10 +25,19 @@ Assumptions, stated: the work and temporaries split evenly over the mesh's devic
 is compute bound (no input, communication or memory-bandwidth limits); float32 convolutions
 and matmuls run at the bf16 peak on TPU (XLA's default precision is one bf16 pass) and at the
 TF32 peak on the H100 (JAX's default precision on GPU). Temporaries are XLA:CPU's, not the TPU
-compiler's. Evaluation and checkpoint time are not counted.
+compiler's. Evaluation and checkpoint time are not counted. So every step time and hour is a
+lower bound; and "split evenly" does not hold for vmap's grouped convolutions (--memory).
 
 With --grouped_conv_check, the vmap step of the config's model is also lowered for TPU
 (jax.export, no TPU needed) and its convolutions are counted by feature_group_count.
+
+--memory (default): for each config and member count, the step AS THE CONFIG SHIPS IT
+(compute_dtype, remat, microbatches, strategy, mesh) compiled for the device count of the
+accelerator docs/TPU.md recommends for it (memory_check.RECOMMENDED; this process exposes
+that many CPU devices, so XLA compiles the SPMD-partitioned program of one device), and its
+memory analysis per device against that accelerator's HBM: fits only at <= 80% (memory_check.
+MARGIN: XLA:CPU is not the TPU compiler). One line per case as it finishes. --cost: the table
+above (one-device compiles; --configs=imagenet needs --nocompile there).
 """
 
 import dataclasses
@@ -37,6 +49,13 @@ import re
 import sys
 import time
 
+# The most devices a recommended accelerator has (memory_check.RECOMMENDED, checked in main):
+# CPU devices must be requested before JAX starts.
+MAX_DEVICES = 8
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             f" --xla_force_host_platform_device_count={MAX_DEVICES}").strip()
+
 from absl import app, flags
 import jax
 import jax.numpy as jnp
@@ -47,14 +66,22 @@ from churn_jax.engine import sharding, step as step_lib
 from churn_jax.models import layers
 from churn_jax.study import settings, train
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import memory_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # The ResNets compute their weight gradient in 16-example chunks on CPU only, unrolled
 # (models/layers.py): at batch 1024 that is 64 gradient convolutions per layer, a program a
 # TPU or GPU never runs and one that takes XLA:CPU very long to compile. Cost the program
 # they run: one chunk as large as the batch (the same FLOPs).
 layers.WEIGHT_GRAD_CHUNK = sys.maxsize
+# Nor the CPU forward's zero output channels (YNNPACK's few-channel padding).
+layers.PAD_FEW_CHANNELS = False
 
-_CONFIGS = flags.DEFINE_list("configs", ["cifar10", "cifar100", "svhn", "imagenet"],
-                             "experiments/<name>.py configs to cost.")
+_CONFIGS = flags.DEFINE_list("configs", list(memory_check.RECOMMENDED),
+                             "experiments/<name>.py configs to check.")
+_MEMORY = flags.DEFINE_bool("memory", True, "Per-device compiled memory of the shipped step "
+                            "on the recommended accelerator, with a fits verdict.")
+_COST = flags.DEFINE_bool("cost", False, "FLOPs, one-device memory and hours per target.")
 _STRATEGIES = flags.DEFINE_list("strategies", ["vmap", "loop"], "Execution strategies.")
 _COMPILE = flags.DEFINE_bool("compile", True,
                              "Compile for the CPU (FLOPs and memory); false: FLOPs of the "
@@ -68,21 +95,7 @@ _GROUPED = flags.DEFINE_bool("grouped_conv_check", True,
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Per device (what JAX calls a device): peak dense FLOP/s and memory.
-TARGETS = {
-    # https://cloud.google.com/tpu/docs/v3: 123 TFLOP/s (bf16) and 32 GiB HBM per chip, two
-    # TensorCores per chip, each a JAX device: a v3-8 is 8 devices of 61.5 TFLOP/s, 16 GiB.
-    "TPU v3-8": dict(devices=8, flops=123e12 / 2, memory=32 * 2**30 / 2),
-    # https://cloud.google.com/tpu/docs/v4: 275 TFLOP/s (bf16), 32 GiB HBM per chip; a chip
-    # (megacore) is one JAX device; v4-8 has 4 chips.
-    "TPU v4-8": dict(devices=4, flops=275e12, memory=32 * 2**30),
-    # https://cloud.google.com/tpu/docs/v5e: 197 TFLOP/s (bf16), 16 GB HBM per chip, one
-    # TensorCore per chip; v5litepod-8 has 8 chips.
-    "TPU v5e-8": dict(devices=8, flops=197e12, memory=16e9),
-    # https://www.nvidia.com/en-us/data-center/h100/ (H100 SXM datasheet): TF32 Tensor Core
-    # 989 TFLOP/s with sparsity = 494.5 dense; 80 GB HBM3.
-    "H100": dict(devices=1, flops=989e12 / 2, memory=80e9),
-}
+TARGETS = memory_check.TARGETS
 _STEP = 1024  # The paper's global batch.
 
 
@@ -170,13 +183,57 @@ def _gib(n: float) -> str:
   return f"{n / 2**30:.2f}"
 
 
+def memory_table():
+  """Per config and member count: the shipped step's compiled memory per device."""
+  print("| config | M | methods | step as shipped | accelerator | mesh (run, member, data) | "
+        "arguments GiB | outputs GiB | alias GiB | temporaries GiB | code GiB | per device GiB "
+        "| HBM GiB | verdict (<= 80%) | all-gathers | lower+compile s |")
+  print("|" + "---|" * 16)
+  for name in _CONFIGS.value:
+    config = load_config(name)
+    target = memory_check.RECOMMENDED[name]
+    spec = TARGETS[target]
+    numerics = settings.numerics_of(config)
+    shipped = (f"{memory_check.accelerator_strategy(config)}, {numerics.compute_dtype}, "
+               f"remat {'on' if numerics.remat else 'off'}, microbatches "
+               f"{numerics.microbatches}, mesh {config.get('mesh', '') or 'auto'}")
+    for members, (group, method) in memory_check.build_methods(config).items():
+      start = time.perf_counter()
+      m = memory_check.step_memory(config, method, spec["devices"])
+      seconds = time.perf_counter() - start
+      g = memory_check.gib
+      print(f"| {name} ({config.model.name}, R={config.num_runs}, batch {config.batch_size}) | "
+            f"{members} | {','.join(group)} | {shipped} | {target} | {m.mesh} | "
+            f"{g(m.arguments)} | {g(m.outputs)} | {g(m.alias)} | {g(m.temporaries)} | "
+            f"{g(m.code)} | {g(m.per_device)} | {g(spec['memory'])} "
+            f"| {memory_check.verdict(m.per_device, spec['memory'])} "
+            f"({100 * m.per_device / spec['memory']:.0f}%) | {m.all_gathers} | {seconds:.0f} |",
+            flush=True)
+
+
 def main(argv):
   del argv
   print(f"# jax {jax.__version__}, compiled on {jax.devices()[0].device_kind} "
-        f"({os.cpu_count()} cores); global batch {_STEP}")
+        f"({os.cpu_count()} cores, {jax.device_count()} devices); global batch {_STEP}",
+        flush=True)
+  needed = max(TARGETS[memory_check.RECOMMENDED[n]]["devices"] for n in _CONFIGS.value)
+  if needed > jax.device_count():
+    print(f"error: {needed} devices needed; set XLA_FLAGS="
+          f"--xla_force_host_platform_device_count={needed}", file=sys.stderr)
+    return 1
+  if _MEMORY.value:
+    memory_table()
+  if _COST.value:
+    cost_table()
+  return 0
+
+
+def cost_table():
+  """FLOPs, one-device temporaries, the mesh per target and the table's hours."""
   header = ("| config | strategy | M | methods | steps | GFLOP/step | params GiB | opt+stats GiB "
-            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits | "
-            "step ms @100% | step ms @40% |")
+            "| temp GiB | lower+compile s | target | mesh (run, member, data) | fits if split "
+            "evenly (--memory compiles it per device) | step ms @100% (lower bound) | "
+            "step ms @40% (lower bound) |")
   totals = {}
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -210,7 +267,8 @@ def main(argv):
     if _GROUPED.value and models.uses_convolutions(config.model.name):
       members = max(by_members)
       print("#", grouped_convolutions(config, built[by_members[members][0]]), flush=True)
-  print("\n| config | strategy | target | table hours @100% | table hours @40% |")
+  print("\n| config | strategy | target | table hours @100% (lower bound) | "
+        "table hours @40% (lower bound) |")
   print("|---|---|---|---|---|")
   for (name, strategy, target), seconds in totals.items():
     print(f"| {name} | {strategy} | {target} | {seconds / 3600:.3g} | "

@@ -12,6 +12,8 @@ momentum 0.9, batch 1024, linear warm-up over 5 epochs to a peak learning rate o
 at epochs 30, 60 and 80, 90 epochs. L2 weight decay 1e-4 (the usual ResNet-50 value; the
 paper's number was lost). Evaluation on TFDS `validation` (24,426 images; the paper's test
 set), center crop 224 of a 256 resize. Normalised with ImageNet's mean and std.
+Memory: the loop strategy and 32 micro-batches (gradient accumulation), so that the step fits
+a TPU v4-8 (docs/TPU.md, "Does each paper config fit"); BatchNorm sees ghost batches of 32.
 """
 
 from churn_jax.configs import paper_recipes

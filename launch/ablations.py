@@ -143,6 +143,13 @@ def main(argv):
   if FLAGS.study not in STUDIES:
     print(f"error: unknown study {FLAGS.study!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
     sys.exit(1)
+  from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+  try:  # Before anything touches a JAX backend; a refused SLURM layout is one line.
+    distributed.maybe_initialize()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import sweep  # pylint: disable=g-import-not-at-top
   from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
@@ -157,7 +164,8 @@ def main(argv):
   command = "python launch/ablations.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   text = (f"# Ablation: {FLAGS.study}\n\n{STUDIES[FLAGS.study][3]}.\n\nCommand: `{command}`\n\n"
           f"Wall time {seconds:.0f} s on {sweep.machine()}.\n" + body)
-  results_files.atomic_write(os.path.join(FLAGS.workdir, "ablation.md"), text)
+  if jax.process_index() == 0:  # One writer on a multi-host slice.
+    results_files.atomic_write(os.path.join(FLAGS.workdir, "ablation.md"), text)
   print(text)
 
 

@@ -38,7 +38,7 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
                   checkpoint_every_steps: int = 1000,
                   runlocal_model: dict[str, Any] | None = None,
                   runlocal_image_size: int | None = None,
-                  top_k: int | None = None) -> ml_collections.ConfigDict:
+                  top_k: int | None = None, microbatches: int = 1) -> ml_collections.ConfigDict:
   """The config of one paper study: SGD with momentum 0.9, batch 1024, step-decayed lr."""
   arg = config_lib.parse_arg(arg, runlocal=False, runs=5, validation=0)
   config = ml_collections.ConfigDict()
@@ -76,8 +76,16 @@ def _paper_config(dataset: str, arg: str | None, *, model: dict[str, Any], neste
 
   config.schurn_alpha = 1.0
   config.eval_batch_size = eval_batch_size  # Small for ImageNet: every member predicts it all.
-  config.strategy = "auto"
+  # Not "auto" (vmap on accelerators): vmap stacks the convolutions of the R x M models into
+  # grouped convolutions, which XLA's SPMD partitioner does not split over the batch; on a
+  # mesh with a 'data' axis every device then computes the whole batch of its stack
+  # (CIFAR-10 on a v3-8: 12.99 and 23.32 GiB per 16 GiB core for M = 1 and 2, 227 and 575
+  # all-gathers; benchmarks/paper_scale.py, docs/TPU.md). The loop keeps them plain and split.
+  config.strategy = "loop"
   config_lib.set_numerics(config, "bfloat16")
+  # Gradient accumulation (a lax.scan over slices of the batch): only one slice's
+  # activations are live, so the step fits the accelerator docs/TPU.md recommends.
+  config.microbatches = microbatches
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
   config.log_every_steps = 100
@@ -126,13 +134,14 @@ def imagenet_config(dataset: str, arg: str | None = None) -> ml_collections.Conf
   over 5 epochs to a peak learning rate of 0.8, x0.1 at epochs 30, 60 and 80, 90 epochs. L2
   weight decay 1e-4 (the usual ResNet-50 value; the paper's number was lost). Evaluation on
   TFDS `validation` (the paper's test set). Regularisers on the top-10 probabilities.
-  `runlocal`: a ResNet-8 on 32x32 crops.
+  Gradient accumulation over 32 slices of the batch (BatchNorm sees ghost batches of 32), so
+  that the 5-run stack fits a TPU v4-8 (docs/TPU.md). `runlocal`: a ResNet-8 on 32x32 crops.
   """
   return _paper_config(
       dataset, arg, model=dict(name="resnet_v2_50"), nesterov=False, weight_decay=1e-4,
       base_lr=0.8, warmup_epochs=5, decay_epochs=(30, 60, 80), num_epochs=90,
       eval_batch_size=250, image_size=224, num_workers=32, checkpoint_every_steps=2500,
-      runlocal_model=_RESNET8, runlocal_image_size=32, top_k=TOP_K)
+      runlocal_model=_RESNET8, runlocal_image_size=32, top_k=TOP_K, microbatches=32)
 
 
 def runlocal(config: ml_collections.ConfigDict, model: dict[str, Any] | None = None,
@@ -161,6 +170,7 @@ def runlocal(config: ml_collections.ConfigDict, model: dict[str, Any] | None = N
   config.progress = False
   config.checkpoint_every_steps = 0  # Only the final save.
   config.compute_dtype = "float32"  # CPU smoke runs: XLA:CPU has no fast bf16 convolutions.
+  config.microbatches = 1  # Batch 8: no slices.
   return config
 
 

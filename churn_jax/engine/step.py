@@ -201,15 +201,27 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
     if num_micro == 1:
       grads, run_losses, metrics, new_stats = step_grads(state, teacher, x, y, rngs, extra)
     else:  # Gradient accumulation: equal slices of the batch axis, results averaged.
+      # Slice i holds examples i, i + n, i + 2n, ... (n slices), so a batch split over the
+      # 'data' devices in contiguous blocks stays split the same way in every slice; a
+      # lax.scan runs the slices one after another, so only one slice's activations are
+      # live (unrolled, XLA kept them all: benchmarks/memory_check.py).
       axis = 2 if streams > 1 else 1
       size = x.shape[axis] // num_micro
-      part = lambda a, i: jax.lax.slice_in_dim(a, i * size, (i + 1) * size, axis=axis)
-      parts = [step_grads(state, teacher, part(x, i), part(y, i), rngs, extra)
-               for i in range(num_micro)]  # Unrolled: few slices.
+      slices = lambda a: jnp.moveaxis(
+          a.reshape(a.shape[:axis] + (size, num_micro) + a.shape[axis + 1:]), axis + 1, 0)
+
+      def accumulate(total, xy):
+        part = step_grads(state, teacher, xy[0], xy[1], rngs, extra)
+        return jax.tree_util.tree_map(jnp.add, total, part), None
+
+      zeros = jax.tree_util.tree_map(
+          lambda s: jnp.zeros(s.shape, s.dtype),
+          jax.eval_shape(step_grads, state, teacher, slices(x)[0], slices(y)[0], rngs, extra))
+      total, _ = jax.lax.scan(accumulate, zeros, (slices(x), slices(y)))
       # Losses are means over examples, so the mean over equal slices is the batch's; a
       # BatchNorm model normalises each slice by its own statistics (ghost batches).
       grads, run_losses, metrics, new_stats = jax.tree_util.tree_map(
-          lambda *a: sum(a[1:], a[0]) / num_micro, *parts)
+          lambda a: a / num_micro, total)
     updates, opt_state = _over_stack(tx.update)(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # NaN guard without a host sync per step: remember the first bad step of every member.

@@ -73,11 +73,14 @@ def maybe_initialize(environ=None) -> bool:
     return False
   kwargs = {}
   if environ.get(_HEARTBEAT_ENV):
-    kwargs["heartbeat_timeout_seconds"] = int(environ[_HEARTBEAT_ENV])
+    kwargs["heartbeat_timeout_seconds"] = _int_env(environ, _HEARTBEAT_ENV, 1)
   if environ.get(_COORDINATOR_ENV):
-    kwargs.update(coordinator_address=environ[_COORDINATOR_ENV],
-                  num_processes=int(environ[_NUM_PROCESSES_ENV]),
-                  process_id=int(environ[_PROCESS_ID_ENV]))
+    count = _int_env(environ, _NUM_PROCESSES_ENV, 1)
+    index = _int_env(environ, _PROCESS_ID_ENV, 0)
+    if index >= count:
+      raise ValueError(f"{_PROCESS_ID_ENV}={index} is not below {_NUM_PROCESSES_ENV}={count}")
+    kwargs.update(coordinator_address=environ[_COORDINATOR_ENV], num_processes=count,
+                  process_id=index)
     how = "set by " + _COORDINATOR_ENV
   else:
     how = detected_cluster()
@@ -95,6 +98,18 @@ def maybe_initialize(environ=None) -> bool:
   jax.distributed.initialize(**kwargs)
   logging.info("jax.distributed initialised (%s)", how or "forced")
   return True
+
+
+def _int_env(environ, name: str, minimum: int) -> int:
+  """An integer environment variable >= `minimum`; ValueError (one line) otherwise."""
+  text = environ.get(name, "").strip()
+  try:
+    value = int(text)
+  except ValueError:
+    raise ValueError(f"{name}={text!r} is not an integer >= {minimum}") from None
+  if value < minimum:
+    raise ValueError(f"{name}={value} is not an integer >= {minimum}")
+  return value
 
 
 def _tasks_per_node(spec: str) -> List[int]:
