@@ -77,7 +77,9 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, keys: jax.Arr
                        opt_state=_over_stack(tx.init)(params), rng=run_rngs,
                        first_nonfinite=jnp.full(keys.shape[:2], -1, jnp.int32))
     return state.replace(stale=variables_of(state)) if keep_stale else state
-  options = compiler_options()
+  # Under a trace (jax.eval_shape of the whole init, as benchmarks/ do) this jit is nested,
+  # and JAX takes compiler options only at the top level.
+  options = None if isinstance(keys, jax.core.Tracer) else compiler_options()
   if mesh is None:
     return jax.jit(init_fn, compiler_options=options)(keys, run_rngs)
   abstract = jax.eval_shape(init_fn, keys, run_rngs)

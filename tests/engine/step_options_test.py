@@ -67,6 +67,13 @@ class InitOptionsTest(absltest.TestCase):
         with self.assertRaisesRegex(Exception, "xla_churn_jax_no_such_option"):
           self._init(mesh)
 
+  def test_init_can_be_traced(self):
+    # Nested in a trace (eval_shape, jit) the options are left to the outer compile.
+    state = jax.eval_shape(self._init)
+    leaves = jax.tree_util.tree_leaves(state.params)
+    self.assertTrue(leaves)
+    self.assertEqual({leaf.shape[:2] for leaf in leaves}, {(2, 2)})  # (runs, members)
+
   def test_options_change_no_initial_parameter(self):
     # The smallest model: the -O2 compile is the slow one (checked by hand on LeNet-5 and
     # ResNet-8 too: same bits).
