@@ -113,7 +113,7 @@ def fidelity_markdown(workdir: str, results, teacher: str) -> str:
 
 def run(config, workdir: str, study: str, validation_fraction: float) -> str:
   """Trains the study's sub-studies and returns ablation.md's body (tables per sub-study)."""
-  from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
+  from churn_jax.protocol import diversity, tables  # pylint: disable=g-import-not-at-top
   from churn_jax.study import sweep_stages, sweeps  # pylint: disable=g-import-not-at-top
   plain, spec, reference, _ = STUDIES[study]
   selection = "validation" if validation_fraction else "test"
@@ -134,6 +134,9 @@ def run(config, workdir: str, study: str, validation_fraction: float) -> str:
     if study == "nam":
       text.append("\n## Fidelity of each student to its DE-4 teacher (per run, same run id)\n")
       text.append(fidelity_markdown(sub_dir, results, "ensemble4"))
+      text.append("\n## Member diversity of the teacher and the BatchEnsemble students "
+                  "(per run; protocol/diversity.py)\n")
+      text.append(diversity.rows_markdown(diversity.study_rows(sub_dir, results), "ensemble4"))
   return "\n".join(text)
 
 
