@@ -136,7 +136,8 @@ def run(config, workdir: str, study: str, validation_fraction: float) -> str:
       text.append(fidelity_markdown(sub_dir, results, "ensemble4"))
       text.append("\n## Member diversity of the teacher and the BatchEnsemble students "
                   "(per run; protocol/diversity.py)\n")
-      text.append(diversity.rows_markdown(diversity.study_rows(sub_dir, results), "ensemble4"))
+      text.append(diversity.rows_markdown(diversity.study_rows(sub_dir, results), "ensemble4",
+                                         "nam_kd"))
   return "\n".join(text)
 
 

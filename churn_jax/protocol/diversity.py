@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from churn_jax.outputs import predictions
+from churn_jax.protocol import stats
 
 _EPS = 1e-12  # log(0) guard for a member that gives a class probability 0.
 
@@ -75,17 +76,41 @@ def study_rows(workdir: str, results: Dict) -> List[Dict]:
     kld, dis = pairwise_kl(members), pairwise_disagreement(members)
     rows.append({"method": name, "members": int(members.shape[1]), "runs": len(kld),
                  "kld": (float(kld.mean()), float(kld.std())),
-                 "disagreement": (float(dis.mean()), float(dis.std()))})
+                 "disagreement": (float(dis.mean()), float(dis.std())),
+                 "kld_values": kld.tolist()})
   return rows
 
 
-def rows_markdown(rows: List[Dict], teacher: Optional[str] = None) -> str:
-  """The member-diversity table; `teacher` (a method name) is marked as such."""
+def against(rows: List[Dict], reference: str) -> Dict[str, Dict]:
+  """KLD of every other row minus `reference`'s: stats.difference (paired by run index, as
+  student r learnt from teacher r), Holm over the rows compared. "held" = more diverse,
+  the direction Nam et al. predict for ODS students against plain KD ("reversed" = less)."""
+  entry = lambda r: {"num_runs": r["runs"], "kld": {"mean": r["kld"][0],
+                                                    "values": r["kld_values"]}}
+  ref = next(r for r in rows if r["method"] == reference)
+  others = [r for r in rows if r["method"] != reference]
+  diffs = [stats.difference(entry(r), entry(ref), "kld", lower_is_better=False)
+           for r in others]
+  stats.judge(diffs)
+  return {r["method"]: d for r, d in zip(others, diffs)}
+
+
+def rows_markdown(rows: List[Dict], teacher: Optional[str] = None,
+                  reference: Optional[str] = None) -> str:
+  """The member-diversity table; `teacher` (a method name) is marked as such, and with a
+  `reference` a column of KLD differences against it ("held" = more diverse)."""
+  diffs = against(rows, reference) if reference else {}
+  head = " ΔKLD vs " + reference + " (x1000) |" if reference else ""
   lines = ["| method | members | runs | KLD between members (Nam et al.) | "
-           "top-1 disagreement between members % |", "|---|---|---|---|---|"]
+           "top-1 disagreement between members % |" + head,
+           "|---|---|---|---|---|" + ("---|" if reference else "")]
   for r in rows:
     name = f"{r['method']} (teacher)" if r["method"] == teacher else r["method"]
+    cell = ""
+    if reference:
+      cell = " " + (stats.verdict_text(diffs[r["method"]], scale=1000.0)
+                    if r["method"] in diffs else "-") + " |"
     lines.append(f"| {name} | {r['members']} | {r['runs']} | "
                  f"{r['kld'][0]:.4f} ± {r['kld'][1]:.4f} | "
-                 f"{100 * r['disagreement'][0]:.2f} ± {100 * r['disagreement'][1]:.2f} |")
+                 f"{100 * r['disagreement'][0]:.2f} ± {100 * r['disagreement'][1]:.2f} |" + cell)
   return "\n".join(lines) + "\n"

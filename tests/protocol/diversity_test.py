@@ -93,6 +93,26 @@ class WiringTest(absltest.TestCase):
                     f"{100 * rows['ensemble4']['disagreement'][0]:.2f} ± ", table)
       self.assertIn(f"| be | 4 | 2 | {rows['be']['kld'][0]:.4f}", table)
 
+  def test_against_reference_is_paired_t_with_holm(self):
+    rows = [{"method": m, "members": 4, "runs": 5, "kld": (float(np.mean(v)), 0.0),
+             "disagreement": (0.0, 0.0), "kld_values": v}
+            for m, v in (("kd", [0.040, 0.050, 0.045, 0.038, 0.052]),
+                         ("ods", [0.030, 0.041, 0.036, 0.027, 0.040]),
+                         ("gauss", [0.041, 0.049, 0.046, 0.039, 0.050]))]
+    got = diversity.against(rows, "kd")
+    p = {m: stats.ttest_rel(rows[i]["kld_values"], rows[0]["kld_values"]).pvalue
+         for i, m in ((1, "ods"), (2, "gauss"))}
+    lo, hi = sorted(p, key=p.get)
+    holm = {lo: 2 * p[lo], hi: max(2 * p[lo], p[hi])}
+    for m in ("ods", "gauss"):
+      self.assertAlmostEqual(got[m]["p_value"], p[m], places=10)
+      self.assertAlmostEqual(got[m]["p_holm"], min(1.0, holm[m]), places=10)
+    self.assertAlmostEqual(got["ods"]["diff"], np.mean(rows[1]["kld_values"]) - 0.045)
+    self.assertEqual(got["ods"]["verdict"], "reversed")  # Less diverse than the reference.
+    table = diversity.rows_markdown(rows, reference="kd")
+    self.assertIn("| kd | 4 | 5 | 0.0450 ± 0.0000 | 0.00 ± 0.00 | - |", table)
+    self.assertIn("| ods | 4 | 5 | 0.0348 ± 0.0000 | 0.00 ± 0.00 | -10.20 [", table)
+
   def test_deployed_members_by_prediction(self):
     models = np.arange(2 * 2 * 3 * 5 * 4, dtype=np.float32).reshape(2, 2, 3, 5, 4)
     # member0 with M = 2 BE models: only model 0's E = 3 members are deployed.
