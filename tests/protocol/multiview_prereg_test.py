@@ -68,5 +68,24 @@ class PreregTest(absltest.TestCase):
       self.assertEqual(os.listdir(tmp), ["bad.json"])
 
 
+class SlicesScriptStartsTest(absltest.TestCase):
+  """multiview_slices.py's start (device count, config checks): a wrong data set is one line
+  and exit 1. It once died here with a TypeError (a changed requested_count signature)."""
+
+  def test_wrong_data_one_line_exit_1(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, "out.json")
+      proc = subprocess.run(
+          [sys.executable, "experiments/multiview_slices.py",
+           "--config=experiments/digits.py", f"--out={out}"],
+          capture_output=True, text=True, check=False,
+          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+      self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+      errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+      self.assertEqual(errors, ["error: data.name must be 'multiview' (it has the slices), "
+                                "got 'digits'"])
+      self.assertEqual(os.listdir(tmp), [])
+
+
 if __name__ == "__main__":
   absltest.main()
