@@ -22,7 +22,9 @@
 
 Writes <workdir>/ablation.md: the command, machine and wall time, and per sub-study the
 protocol tables against the baseline and the table of differences against the study's
-reference (stats.difference: paired jackknife intervals, Holm per column).
+reference (stats.difference: paired jackknife intervals, Holm per column); for `nam` also the
+students' fidelity to their teacher and the member diversity of teacher and students
+(protocol/diversity.py); with --compare_to, each method against its namesake in another study.
 """
 
 import json
