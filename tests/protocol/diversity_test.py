@@ -131,5 +131,36 @@ class WiringTest(absltest.TestCase):
                                                     "prediction": "member0"}))
 
 
+class MergedWorkdirsTest(absltest.TestCase):
+  """experiments/nam_diversity.py: rows from several workdirs, the first one's on a clash."""
+
+  def test_first_workdir_wins_and_reference_is_required(self):
+    import json  # pylint: disable=g-import-not-at-top
+    from experiments import nam_diversity  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 5)
+    ens = lambda: rng.dirichlet(np.ones(3), size=(3, 2, 5))
+    with tempfile.TemporaryDirectory() as tmp:
+      made = {}
+      for workdir, names in (("a", ("kd", "ods")), ("b", ("ods", "eta4"))):
+        results = {"methods": {}}
+        for name in names:
+          members = ens()
+          made[(workdir, name)] = members.astype(np.float32)
+          results["methods"][name] = {"predictions": predictions.save(
+              os.path.join(tmp, workdir), name, members.mean(1), members, labels, range(3),
+              "ensemble_mean")}
+        with open(os.path.join(tmp, workdir, "results.json"), "w") as f:
+          json.dump(results, f)
+      dirs = [os.path.join(tmp, "a"), os.path.join(tmp, "b")]
+      text = nam_diversity.table(dirs, "none", "kd")
+      names = [l.split(" | ")[0][2:] for l in text.splitlines()[2:]]
+      self.assertEqual(names, ["kd", "ods", "eta4"])
+      ods = diversity.pairwise_kl(made[("a", "ods")])
+      self.assertIn(f"| ods | 2 | 3 | {ods.mean():.4f} ± {ods.std():.4f} |", text)
+      with self.assertRaisesRegex(ValueError, "reference 'x' has no member predictions"):
+        nam_diversity.table(dirs, "none", "x")
+
+
 if __name__ == "__main__":
   absltest.main()
