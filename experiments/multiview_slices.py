@@ -23,7 +23,7 @@ from scipy import stats
 from churn_jax import data as data_lib, methods
 from churn_jax.engine import step as step_lib
 from churn_jax.runtime import host_devices
-from churn_jax.study import train, validate
+from churn_jax.study import settings, train, validate
 
 FLAGS = flags.FLAGS
 
@@ -169,7 +169,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = FLAGS.config
-  host_devices.configure(host_devices.requested_count(config))
+  host_devices.configure(settings.cpu_device_count(config))
   try:
     validate.validate_config(config)
     if config.data.name != "multiview":

@@ -14,12 +14,20 @@
   # Table 3: the core methods with and without weight decay (one sub-study per value):
   python launch/ablations.py --config=experiments/digits.py:runs=10 --workdir=/tmp/table3 \
       --study=table3 --validation_fraction=0.1
+  # The top-k regularisers on 100 classes, against the same study over every class:
+  python launch/ablations.py --config=experiments/multiview.py:classes=100,runs=5,mlp,topk=0 \
+      --workdir=/tmp/topk_all --study=topk
+  python launch/ablations.py --config=experiments/multiview.py:classes=100,runs=5,mlp \
+      --workdir=/tmp/topk --study=topk --compare_to=/tmp/topk_all
 
 Writes <workdir>/ablation.md: the command, machine and wall time, and per sub-study the
 protocol tables against the baseline and the table of differences against the study's
-reference (stats.difference: paired jackknife intervals, Holm per column).
+reference (stats.difference: paired jackknife intervals, Holm per column); for `nam` also the
+students' fidelity to their teacher and the member diversity of teacher and students
+(protocol/diversity.py); with --compare_to, each method against its namesake in another study.
 """
 
+import json
 import os
 import shlex
 import sys
@@ -42,6 +50,8 @@ def define_flags():
   flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | nam | topk")
   flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the training data "
                      "to select coefficients on (0: select on test).")
+  flags.DEFINE_string("compare_to", "", "A finished workdir of the same study with one setting "
+                      "changed (same seeds): each plain method against its namesake there.")
   flags.mark_flags_as_required(["config", "workdir", "study"])
 
 _ANTI_BETAS = ",".join(f"{b:g}" for b in config_lib.ANTI_DISTILL_BETAS)
@@ -111,9 +121,29 @@ def fidelity_markdown(workdir: str, results, teacher: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(config, workdir: str, study: str, validation_fraction: float) -> str:
+def against_study(results, other, names, other_label: str) -> str:
+  """Each method of `names` in `results` minus the same method in `other` (a study with the
+  same seeds and one setting changed, e.g. top_k): stats.difference paired by run index, Holm
+  over the methods per column."""
+  from churn_jax.protocol import stats, tables  # pylint: disable=g-import-not-at-top
+  names = [n for n in names if n in results["methods"] and n in other["methods"]]
+  columns = tables.DIFF_METRICS[:3]
+  diffs = {key: [stats.difference(results["methods"][n], other["methods"][n], key)
+                 for n in names] for _, key in columns}
+  for column in diffs.values():
+    stats.judge(column)
+  lines = ["| method | " + " | ".join(f"Δ{title} vs {other_label}" for title, _ in columns)
+           + " |", "|---|" + "---|" * len(columns)]
+  for i, name in enumerate(names):
+    lines.append(f"| {name} | " + " | ".join(stats.verdict_text(diffs[key][i])
+                                             for _, key in columns) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def run(config, workdir: str, study: str, validation_fraction: float,
+        compare_to: str = "") -> str:
   """Trains the study's sub-studies and returns ablation.md's body (tables per sub-study)."""
-  from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
+  from churn_jax.protocol import diversity, tables  # pylint: disable=g-import-not-at-top
   from churn_jax.study import sweep_stages, sweeps  # pylint: disable=g-import-not-at-top
   plain, spec, reference, _ = STUDIES[study]
   selection = "validation" if validation_fraction else "test"
@@ -134,6 +164,17 @@ def run(config, workdir: str, study: str, validation_fraction: float) -> str:
     if study == "nam":
       text.append("\n## Fidelity of each student to its DE-4 teacher (per run, same run id)\n")
       text.append(fidelity_markdown(sub_dir, results, "ensemble4"))
+      text.append("\n## Member diversity of the teacher and the BatchEnsemble students "
+                  "(per run; protocol/diversity.py)\n")
+      text.append(diversity.rows_markdown(diversity.study_rows(sub_dir, results), "ensemble4",
+                                         "nam_kd"))
+    if compare_to:
+      other_dir = os.path.join(compare_to, name) if name else compare_to
+      with open(os.path.join(other_dir, "results.json")) as f:
+        other = json.load(f)
+      text.append(f"\n## {name or study}: each method against itself in {other_dir}\n")
+      text.append(against_study(results, other, [m for m in plain if m != "baseline"],
+                                "other"))
   return "\n".join(text)
 
 
@@ -142,6 +183,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.study not in STUDIES:
     print(f"error: unknown study {FLAGS.study!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
+    sys.exit(1)
+  if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
+    print(f"error: --compare_to {FLAGS.compare_to!r} is not a directory", file=sys.stderr)
     sys.exit(1)
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   try:  # Before anything touches a JAX backend; a refused SLURM layout is one line.
@@ -156,7 +200,8 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   start = time.perf_counter()
   try:
-    body = run(FLAGS.config, FLAGS.workdir, FLAGS.study, FLAGS.validation_fraction)
+    body = run(FLAGS.config, FLAGS.workdir, FLAGS.study, FLAGS.validation_fraction,
+               FLAGS.compare_to)
   except (ValueError, FloatingPointError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -5,6 +5,8 @@ its sha256, and tables, plots and `churn-jax compare` read it back. Keys:
 
   deployed     (R, N, K) float32  deployed probabilities of each run
   members      (R, M, N, K) float32, only when M > 1: every member's probabilities
+  model_members (R, M, E, N, K) float32, only when each model holds E > 1 members
+               (BatchEnsemble): every member of every model; `deployed` averages over E
   labels       (N,) int           test labels
   example_ids  (N,) int           position of each example in the test split
   run_ids      (R,) int           the runs' ids (their seeds derive from them)
@@ -56,7 +58,8 @@ def save(workdir: str, method: str, deployed: np.ndarray, member_probs: Optional
   """Writes the method's predictions atomically; returns {"path", "sha256"} for results.json.
 
   `path` is relative to the workdir, so a moved workdir stays valid. `member_probs`
-  (R, M, N, K) is stored only when M > 1 (for M = 1 it equals `deployed`).
+  (R, M, N, K) is stored only when M > 1 (for M = 1 it equals `deployed`); (R, M, N, E, K)
+  from a model with E members is stored as `model_members` (R, M, E, N, K).
   """
   deployed = np.asarray(deployed, np.float32)
   labels = np.asarray(labels)
@@ -64,7 +67,9 @@ def save(workdir: str, method: str, deployed: np.ndarray, member_probs: Optional
   if example_ids is None:
     example_ids = np.arange(num_examples)
   arrays = {"deployed": deployed}
-  if member_probs is not None and np.shape(member_probs)[1] > 1:
+  if member_probs is not None and np.ndim(member_probs) == 5:
+    arrays["model_members"] = np.moveaxis(np.asarray(member_probs, np.float32), 3, 2)
+  elif member_probs is not None and np.shape(member_probs)[1] > 1:
     arrays["members"] = np.asarray(member_probs, np.float32)
   arrays.update(labels=labels, example_ids=np.asarray(example_ids),
                 run_ids=np.asarray(list(run_ids), np.int64), prediction=np.asarray(prediction))
@@ -84,6 +89,24 @@ def load(path: str) -> Dict[str, np.ndarray]:
   if "prediction" in out:
     out["prediction"] = str(out["prediction"])
   return out
+
+
+def deployed_members(arrays: Dict[str, Any]) -> Optional[np.ndarray]:
+  """(R, E, N, K): the members whose mean probabilities are `deployed`, or None.
+
+  A deep ensemble's stack members (`members`, prediction ensemble_mean), a BatchEnsemble's
+  members (`model_members`, of member 0 of the stack when the prediction is member0). None
+  for single models, member-0 stacks of single models, and files written before
+  `model_members` existed.
+  """
+  if "model_members" in arrays:
+    models = arrays["model_members"]
+    if arrays.get("prediction") == "member0":
+      models = models[:, :1]
+    return models.reshape((models.shape[0], -1) + models.shape[3:])
+  if "members" in arrays and arrays.get("prediction") == "ensemble_mean":
+    return arrays["members"]
+  return None
 
 
 def check(workdir: str, method: str, info: Optional[Dict[str, str]]) -> str:

@@ -52,8 +52,9 @@ def _schedule_series(config: Dict[str, Any]):
     lr_fn = observer.learning_rate_fn(ml_collections.ConfigDict(config).lr)
     steps = np.arange(1, int(config["num_train_steps"]) + 1)
     # The update of step t used the schedule's value at t - 1 (observer.on_log).
-    return plots.Series("every method", steps, np.asarray(lr_fn(steps - 1), float),
-                        steps=True)
+    # A schedule without boundaries is optax's constant: a scalar whatever the steps' shape.
+    values = np.broadcast_to(np.asarray(lr_fn(steps - 1), float), steps.shape)
+    return plots.Series("every method", steps, values, steps=True)
   except (KeyError, TypeError, ValueError, AttributeError):
     return None
 

@@ -1,0 +1,60 @@
+"""launch/ablations.py --compare_to: each method against its namesake in another study,
+paired by run, Holm per column; checked against scipy and Holm by hand."""
+
+import importlib.util
+import os
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats as sp_stats
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "ablations.py")
+
+
+def _module():
+  spec = importlib.util.spec_from_file_location("ablations_compare", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def entry(acc, churn_pairs, schurn_pairs):
+  return {"num_runs": len(acc),
+          "accuracy": {"mean": float(np.mean(acc)), "values": list(acc)},
+          "churn": {"mean": float(np.mean(churn_pairs)), "values": list(churn_pairs)},
+          "schurn": {"mean": float(np.mean(schurn_pairs)), "values": list(schurn_pairs)}}
+
+
+class AgainstStudyTest(absltest.TestCase):
+
+  def test_paired_by_run_holm_per_column(self):
+    rng = np.random.default_rng(0)
+    mk = lambda shift: entry(0.9 + shift + rng.normal(0, 0.01, 4), rng.uniform(0, .1, 6),
+                             rng.uniform(0, .1, 6))
+    ours = {"methods": {"entropy": mk(0.02), "skl": mk(0.0), "baseline": mk(0.0)}}
+    other = {"methods": {"entropy": mk(0.0), "skl": mk(0.0), "baseline": mk(0.0)}}
+    table = _module().against_study(ours, other, ["baseline", "entropy", "skl", "gone"],
+                                    "all classes")
+    lines = table.strip().splitlines()
+    self.assertEqual(lines[0], "| method | Δchurn vs all classes | Δaccuracy vs all classes | "
+                               "ΔSChurn vs all classes |")
+    # The baseline is listed only when asked for; a method missing from either side is not.
+    self.assertEqual([l.split(" | ")[0] for l in lines[2:]],
+                     ["| baseline", "| entropy", "| skl"])
+    acc = lambda r, n: np.asarray(r["methods"][n]["accuracy"]["values"])
+    p = [sp_stats.ttest_rel(acc(ours, n), acc(other, n)).pvalue
+         for n in ("baseline", "entropy", "skl")]
+    order = np.argsort(p)
+    holm, running = [0.0] * 3, 0.0
+    for rank, i in enumerate(order):
+      running = max(running, min(1.0, (3 - rank) * p[i]))
+      holm[i] = running
+    for line, n, ph in zip(lines[2:], ("baseline", "entropy", "skl"), holm):
+      diff = 100 * (acc(ours, n).mean() - acc(other, n).mean())
+      acc_cell = line.split(" | ")[2]
+      self.assertTrue(acc_cell.startswith(f"{round(diff, 2) + 0.0:+.2f} ["), acc_cell)
+      self.assertIn(f"p={ph:.3f}, Holm" if ph >= 0.001 else "p<0.001, Holm", acc_cell)
+
+
+if __name__ == "__main__":
+  absltest.main()
