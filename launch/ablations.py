@@ -33,9 +33,10 @@ import shlex
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from churn_jax.cli import script
 from churn_jax.configs import config_lib
 
 FLAGS = flags.FLAGS
@@ -52,7 +53,6 @@ def define_flags():
                      "to select coefficients on (0: select on test).")
   flags.DEFINE_string("compare_to", "", "A finished workdir of the same study with one setting "
                       "changed (same seeds): each plain method against its namesake there.")
-  flags.mark_flags_as_required(["config", "workdir", "study"])
 
 _ANTI_BETAS = ",".join(f"{b:g}" for b in config_lib.ANTI_DISTILL_BETAS)
 # name -> (plain methods, sweep spec, reference of the control table, what it tests).
@@ -178,33 +178,28 @@ def run(config, workdir: str, study: str, validation_fraction: float,
   return "\n".join(text)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv):  # Errors become one line and exit 1 in script.run.
+  del argv
   if FLAGS.study not in STUDIES:
     print(f"error: unknown study {FLAGS.study!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
     sys.exit(1)
+  try:  # config_flags loads the file lazily: its failure surfaces at the first read.
+    FLAGS.config.keys()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(script.config_error(FLAGS["config"].config_filename, e)) from None
   if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
     print(f"error: --compare_to {FLAGS.compare_to!r} is not a directory", file=sys.stderr)
     sys.exit(1)
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
-  try:  # Before anything touches a JAX backend; a refused SLURM layout is one line.
-    distributed.maybe_initialize()
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  distributed.maybe_initialize()  # Before anything touches a JAX backend.
   import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import sweep  # pylint: disable=g-import-not-at-top
   from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   start = time.perf_counter()
-  try:
-    body = run(FLAGS.config, FLAGS.workdir, FLAGS.study, FLAGS.validation_fraction,
-               FLAGS.compare_to)
-  except (ValueError, FloatingPointError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  body = run(FLAGS.config, FLAGS.workdir, FLAGS.study, FLAGS.validation_fraction,
+             FLAGS.compare_to)
   seconds = time.perf_counter() - start
   command = "python launch/ablations.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   text = (f"# Ablation: {FLAGS.study}\n\n{STUDIES[FLAGS.study][3]}.\n\nCommand: `{command}`\n\n"
@@ -216,4 +211,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  script.run(main, __doc__, required=("config", "workdir", "study"))

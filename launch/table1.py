@@ -36,11 +36,7 @@ def main(argv):
   if _DETERMINISTIC.value:  # Before anything initialises a JAX backend.
     os.environ["XLA_FLAGS"] = table1.deterministic_xla_flags(os.environ.get("XLA_FLAGS", ""))
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
-  try:
-    distributed.maybe_initialize()  # Before anything touches a JAX backend.
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  distributed.maybe_initialize()  # Before anything touches a JAX backend (errors: script.run).
   import jax  # pylint: disable=g-import-not-at-top
   from churn_jax.outputs import results_files  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -66,12 +66,20 @@ _SHARED = ("no_arguments", "syntax_error", "missing_config", "typo_key", "seed_n
 _TABLE1_CASES = [c for c in _STUDY_CASES if c[0] in _SHARED] + [
     ("method_bogus", [QUICK, "--workdir={t}/w", "--method=bogus"], "unknown method 'bogus'")]
 _TRAIN_CASES = [c for c in _STUDY_CASES if c[0] in ("no_arguments", "typo_key", "seed_negative")]
+_ABLATION_CASES = [c for c in _STUDY_CASES if c[0] in ("no_arguments", "unknown_flag")] + [
+    ("missing_config", ["--config={t}/missing.py", "--workdir={t}/w", "--study=topk"],
+     "No such file or directory"),
+    ("no_study", [QUICK, "--workdir={t}/w"], "--study is required"),
+    ("study_bogus", [QUICK, "--workdir={t}/w", "--study=bogus"], "unknown study 'bogus'"),
+    ("compare_to_missing", [QUICK, "--workdir={t}/w", "--study=topk", "--compare_to={t}/nope"],
+     "is not a directory")]
 
 ENTRY_POINTS = {
     "main.py": ([sys.executable, "launch/main.py"], _STUDY_CASES),
     "churn-jax train": ([sys.executable, "-m", "churn_jax.cli", "train"], _TRAIN_CASES),
     "sweep.py": ([sys.executable, "launch/sweep.py"], _SWEEP_CASES),
     "table1.py": ([sys.executable, "launch/table1.py"], _TABLE1_CASES),
+    "ablations.py": ([sys.executable, "launch/ablations.py"], _ABLATION_CASES),
 }
 
 
