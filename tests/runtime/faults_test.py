@@ -311,12 +311,7 @@ class StudyFaultTest(parameterized.TestCase):
     overrides = {k: v.format(tmp=tmp) if isinstance(v, str) else v for k, v in overrides.items()}
     workdir = overrides.pop("workdir", f"{tmp}/never")
     config = study_config(tmp)
-    for key, value in overrides.items():
-      *path, last = key.split(".")
-      node = config
-      for part in path:
-        node = node[part]
-      node[last] = value
+    config.update_from_flattened_dict(overrides)
     err = io.StringIO()
     find_spec = importlib.util.find_spec
     # gs:// without gcsfs or tensorflow, whether or not this machine has them.

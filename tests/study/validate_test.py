@@ -79,12 +79,7 @@ class CliErrorTest(parameterized.TestCase):
   def _run(self, workdir, **overrides):
     config = mnist1d.get_config()
     config.compile_cache_dir = ""  # Do not turn JAX's cache on in the test process.
-    for key, value in overrides.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = target[part]
-      target[last] = value
+    config.update_from_flattened_dict(overrides)
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
       code = app.main(config, workdir)
