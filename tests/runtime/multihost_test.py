@@ -150,8 +150,11 @@ class MultiHostTest(absltest.TestCase):
     # saying why, not hang; (3) the newest checkpoint unreadable on process 1 only: both
     # resume from the same older step (runtime/checkpoint.py).
     steps, single, multi = 40, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
-    reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill")
-    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
+    # Checkpoints every 5 steps (orbax saves across processes cost ~0.3 s each); the reference
+    # needs none but its final one.
+    reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill",
+                        checkpoint_every=steps)
+    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill", checkpoint_every=5)
     self._wait_for_checkpoint(multi, procs, after=0)
     procs[1].send_signal(signal.SIGTERM)
     rcs = [p.wait(timeout=240) for p in procs]
@@ -163,7 +166,7 @@ class MultiHostTest(absltest.TestCase):
     self.assertEqual(stopped[0], stopped[1])
     self.assertIn(stopped[0][0], os.listdir(self._codistill_dir(multi)))
 
-    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill")
+    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill", checkpoint_every=5)
     self._wait_for_checkpoint(multi, procs, after=int(stopped[0][0]))
     procs[1].send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -181,7 +184,7 @@ class MultiHostTest(absltest.TestCase):
 
     newest = max(int(s) for s in os.listdir(self._codistill_dir(multi)) if s.isdigit())
     _wait(self, _launch(multi, 2, 2, steps=steps, methods="baseline,codistill",
-                        unreadable_on=1), multi)
+                        unreadable_on=1, checkpoint_every=5), multi)
     logs = [self._log(multi, i) for i in range(2)]
     for log in logs:
       self.assertIn("method baseline: finished earlier, results reused", log)
