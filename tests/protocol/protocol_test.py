@@ -68,6 +68,12 @@ class StatsTest(absltest.TestCase):
     half = sp_stats.t.ppf(0.975, 3) * (x - y).std(ddof=1) / 2
     self.assertAlmostEqual(d["low"], (x - y).mean() - half, places=10)
     self.assertEqual(d["df"], 3)
+    # Minimum detectable effect at 80% power: (t_{0.975} + t_{0.80}) standard errors (the
+    # textbook normal-shift form; t_{0.975,3} = 3.182, t_{0.80,3} = 0.978 from a t table).
+    se = (x - y).std(ddof=1) / 2
+    self.assertAlmostEqual(d["mde"], (sp_stats.t.ppf(0.975, 3) + sp_stats.t.ppf(0.8, 3)) * se,
+                           places=10)
+    self.assertAlmostEqual(d["mde"] / se, 3.182 + 0.978, places=2)
 
   def test_unequal_runs_fall_back_to_welch(self):
     a = {"num_runs": 4, "accuracy": _summary([.80, .82, .81, .83])}
