@@ -26,7 +26,7 @@ if "CHURN_JAX_TEST_SHARED" not in os.environ:
 
 
 # Per-test CPU (this process and the child processes it waited for), for finding what the
-# suite spends its 2 cores on: CHURN_JAX_TEST_CPU=FILE appends "cpu_s wall_s nodeid" lines.
+# suite spends its 2 cores on: CHURN_JAX_TEST_CPU=FILE appends "cpu_s wall_s nodeid worker" lines.
 # Wall time on a shared machine is noise; CPU seconds add up to what `-n 2` costs.
 _CPU_LOG = os.environ.get("CHURN_JAX_TEST_CPU")
 if _CPU_LOG:
@@ -44,4 +44,5 @@ if _CPU_LOG:
     cpu, wall = _cpu(), time.time()
     yield
     with open(_CPU_LOG, "a") as f:
-      f.write(f"{_cpu() - cpu:.2f} {time.time() - wall:.2f} {item.nodeid}\n")
+      f.write(f"{_cpu() - cpu:.2f} {time.time() - wall:.2f} {item.nodeid} "
+              f"{os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from churn_jax import methods, models
-from churn_jax.engine import stack
+from churn_jax.engine import stack, step
 from churn_jax.study import train
 from tests import testing
 
@@ -33,11 +33,18 @@ class StrategyTest(parameterized.TestCase):
     model = _ConvBN() if name == "conv_bn" else models.get_model(name, 4, **kwargs)
     ds = testing.tiny_dataset(image=image)
     keys = train.member_keys(0, [0, 1], 2, True)
-    variables = stack.init_stack(model, keys, ds.x_train[:1])
+    # Compiled as the trainer compiles them (one program each, the step's XLA options): run op
+    # by op, the initialisers alone compiled ~1.3 s each at XLA:CPU's default -O2.
+    options = step.compiler_options()
+    variables = jax.jit(lambda k: stack.init_stack(model, k, ds.x_train[:1]),
+                        compiler_options=options)(keys)
     x = np.stack([ds.x_train[:5], ds.x_train[5:10]])
+    apply = jax.jit(lambda v, x, training, strategy: stack.apply_stack(
+        model, v, x, train=training, strategy=strategy), static_argnums=(2, 3),
+                    compiler_options=options)
     for training in (False, True):
-      out_v, stats_v = stack.apply_stack(model, variables, x, train=training, strategy="vmap")
-      out_l, stats_l = stack.apply_stack(model, variables, x, train=training, strategy="loop")
+      out_v, stats_v = apply(variables, x, training, "vmap")
+      out_l, stats_l = apply(variables, x, training, "loop")
       chex.assert_shape(out_v, (2, 2, 5, 4))
       chex.assert_trees_all_close(out_v, out_l, rtol=1e-4, atol=1e-5)
       chex.assert_trees_all_equal_structs(stats_v, stats_l)
