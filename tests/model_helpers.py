@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from churn_jax.engine import step
+
 # Small inputs keep the model tests fast on a shared 2-core CPU.
 MNIST1D = (4, 40)
 DIGITS = (4, 8, 8, 1)
@@ -14,8 +16,10 @@ CIFAR = (2, 32, 32, 3)
 
 
 def init(model, shape, seed=0):
-  """Real random init, compiled as one program (cheaper than eager init)."""
-  return jax.jit(model.init)(jax.random.key(seed), jnp.zeros(shape))
+  """Real random init, compiled as one program (cheaper than eager init) with the step's XLA
+  options, as the trainer compiles it (at XLA:CPU's default -O2 a ResNet's init took seconds)."""
+  return jax.jit(model.init, compiler_options=step.compiler_options())(
+      jax.random.key(seed), jnp.zeros(shape))
 
 
 def abstract_init(model, shape):
@@ -47,7 +51,8 @@ def filled_init(model, shape, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def jitted_apply(model, train, mutable):
-  return jax.jit(functools.partial(model.apply, train=train, mutable=mutable))
+  return jax.jit(functools.partial(model.apply, train=train, mutable=mutable),
+                 compiler_options=step.compiler_options())
 
 
 def apply(model, variables, x, train=False, mutable=False):

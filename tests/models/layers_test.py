@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from churn_jax import models
+from churn_jax.engine import step
 from churn_jax.models import layers
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -214,7 +215,8 @@ class LeNetOnCpuTest(absltest.TestCase):
     model = models.LeNet5(num_classes=4)
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(32, 16, 16, 3)), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    variables = jax.jit(model.init, compiler_options=step.compiler_options())(
+        jax.random.key(0), x[:1])
     def grads():  # A new function object each time: a new trace and compilation.
       return jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x)))))(variables)
     first, second = grads(), grads()
