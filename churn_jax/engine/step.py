@@ -255,10 +255,15 @@ def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransfor
   return jax.jit(traced, donate_argnums=0, compiler_options=options or None)
 
 
-def make_predict(model: nn.Module, strategy: str, numerics: Optional[Numerics] = None):
+def make_predict(model: nn.Module, strategy: str, numerics: Optional[Numerics] = None,
+                 options: Optional[dict] = None):
   """Jitted: (state, x (B, ...)) -> probabilities (R, M, B, K) of every member on shared x,
-  computed in the training's compute dtype, the softmax in float32."""
+  computed in the training's compute dtype, the softmax in float32. `options`: XLA compiler
+  options, default the step's (compiler_options(): -O1 on CPU compiled ResNet-20's forward pass
+  in 2.78 s against 3.44 s at -O2, WRN-10-1's in 1.49 against 2.05 s, with bitwise the same
+  probabilities there and on both quick studies), {} for none."""
   numerics = numerics or Numerics()
+  options = compiler_options() if options is None else options
   dtype = None if numerics.compute_dtype == "float32" else numerics.dtype
 
   def predict(state: TrainState, x):
@@ -266,4 +271,4 @@ def make_predict(model: nn.Module, strategy: str, numerics: Optional[Numerics] =
       logits, _ = stack.apply_stack(model, variables_of(state), x, train=False,
                                     strategy=strategy, x_per_run=False, compute_dtype=dtype)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  return jax.jit(predict)
+  return jax.jit(predict, compiler_options=options or None)

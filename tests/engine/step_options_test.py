@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from churn_jax import models
+from churn_jax import methods, models
 from churn_jax.engine import sharding, stack
 from churn_jax.engine import step as step_lib
+from churn_jax.study import train
+from tests import testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
@@ -84,6 +86,45 @@ class InitOptionsTest(absltest.TestCase):
     default = jax.jit(init)(keys)
     for a, b in zip(jax.tree_util.tree_leaves(with_options), jax.tree_util.tree_leaves(default)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class PredictOptionsTest(absltest.TestCase):
+  """The evaluation's forward pass compiles with the step's options too (make_predict)."""
+
+  def test_the_trainers_predict_is_compiled_with_the_options(self):
+    # Through the trainer: an option XLA does not know must fail its evaluation's compile.
+    config = testing.tiny_config(num_runs=1, num_steps=1)
+    method = methods.build("baseline", config.method_configs["baseline"], 1)
+    calls = []
+    real = step_lib.make_predict
+    def spy(*args, **kwargs):
+      calls.append(kwargs.get("options"))
+      return real(*args, **{**kwargs, "options": {"xla_churn_jax_no_such_option": 1}})
+    with mock.patch.object(step_lib, "make_predict", side_effect=spy):
+      with self.assertRaisesRegex(Exception, "xla_churn_jax_no_such_option"):
+        train.train_method(config, testing.tiny_dataset(), method)
+    self.assertTrue(calls)
+    self.assertEqual(calls, [None] * len(calls))  # The trainer leaves the default in place...
+    with mock.patch.object(step_lib, "compiler_options",  # ...and the default is the step's.
+                           return_value={"xla_churn_jax_no_such_option": 1}):
+      with self.assertRaisesRegex(Exception, "xla_churn_jax_no_such_option"):
+        step_lib.make_predict(models.get_model("mlp", 10, hidden=(4,)), "vmap")(
+            self._state(), jnp.zeros((2, 40)))
+
+  def test_options_change_no_probability(self):
+    model = models.get_model("mlp", 10, hidden=(4,))
+    state, x = self._state(model), jnp.asarray(np.random.default_rng(0).normal(size=(6, 40)),
+                                               jnp.float32)
+    with_options = step_lib.make_predict(model, "vmap")(state, x)
+    default = step_lib.make_predict(model, "vmap", options={})(state, x)
+    np.testing.assert_array_equal(np.asarray(with_options), np.asarray(default))
+
+  @staticmethod
+  def _state(model=None):
+    model = model or models.get_model("mlp", 10, hidden=(4,))
+    keys = jax.random.split(jax.random.key(0), 2).reshape(1, 2)
+    return step_lib.init_state(model, optax.sgd(0.1), keys, jax.random.split(jax.random.key(1), 1),
+                               jnp.zeros((1, 40)))
 
 
 if __name__ == "__main__":
