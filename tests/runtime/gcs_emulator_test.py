@@ -157,9 +157,12 @@ class GcsEmulatorTest(absltest.TestCase):
       text = f.read()
     self.assertRegex(text, r"error: workdir gs://\S+ is in use by another study")
     self.assertEqual(code, 1)
+    # Killed once a checkpoint is finished (orbax writes a step's commit_success.txt last on
+    # gs://), so the rerun has one to resume from.
+    finished = re.compile(r"checkpoints/baseline-[^/]+/\d+/commit_success\.txt")
     deadline = time.time() + 600
-    while not any(f.startswith("checkpoints/baseline-") for f in self.files(workdir)):
-      self.assertLess(time.time(), deadline, "no checkpoint in the bucket")
+    while not any(finished.fullmatch(f) for f in self.files(workdir)):
+      self.assertLess(time.time(), deadline, "no finished checkpoint in the bucket")
       self._assert_alive(first, log)
       time.sleep(0.5)
     self._assert_alive(first, log)
