@@ -13,10 +13,12 @@ generation preconditions honoured (412, 304 for a read, ifGenerationMatch=0 "no 
 object"). The stock emulator sends no generation with a download, so tensorstore stamps what
 it read with generation 0, which its GCS driver then refuses as a condition: an orbax save
 failed with "Malformed StorageGeneration" on the OCDBT manifest whenever tensorstore
-re-read the manifest. Measured with benchmarks/gcs_emulator_faults.py (churn_jax's
-MethodCheckpointer, 100 saves per case, 2 shared cores): stock 2/100 faults, stock with
-TENSORSTORE_GCS_REQUEST_CONCURRENCY=1 2/100, wrapped 0/100, wrapped with it 0/100; so the
-fault was the emulator's, not tensorstore's nor churn_jax's, and these tests tolerate none.
+re-read the manifest. Counted by benchmarks/gcs_emulator_faults.py (saves through churn_jax's
+MethodCheckpointer; 2 loaded cores): stock 2/100 and 3/300 saves failed, 2/100 with
+TENSORSTORE_GCS_REQUEST_CONCURRENCY=1 (so one request at a time does not help); wrapped
+0/100 and 0/300, 0/300 with it. The fault was the emulator's, not tensorstore's nor
+churn_jax's (a failed save left the previous checkpoint restoring bitwise), so these tests
+tolerate none.
 The wrapper's own answers are checked first (test_emulator_*).
 
 The emulator is installed by the `test` extra (setup.cfg); a missing or silent emulator
