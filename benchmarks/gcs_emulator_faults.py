@@ -26,7 +26,10 @@ Measured 2026-12-05 on an AMD EPYC, 2 cores shared with other jobs (load 2.5-4.8
       0/300;  bad restores 0 everywhere.
 (The 100-save wrapped cases ran before the wrapper answered a read of a missing object
 with ifGenerationNotMatch by 404 instead of 412; a fourth run, wrapped at 300 saves, also
-under that earlier version: 0/300.)
+under that earlier version: 0/300.) Either half of the wrapper alone (x-goog-generation
+line removed, or preconditions ignored; edited by hand) gave 0/100 each, weak evidence at a
+stock rate near 1.5% (0/100 then has odds ~0.2): a tensorstore read stamps generation 0 only
+when it gets bytes without a generation, which the 304 or the header each prevent.
 """
 
 import collections
