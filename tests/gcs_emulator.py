@@ -8,7 +8,10 @@ two ways, both fixed here by wrapping its handlers in this process (site-package
 edited):
 - a media download (alt=media, every tensorstore read of bytes) carries no x-goog-generation
   header, so tensorstore stamps what it read with generation 0, a generation its own GCS
-  driver then refuses as a write condition ("Malformed StorageGeneration");
+  driver then refuses as a write condition ("Malformed StorageGeneration"; every time, with
+  tensorstore 0.1.86 against the stock emulator: KvStore write, read, then a write with
+  if_equal=the read's stamp raises it; OCDBT conditions on a read stamp only when it re-reads
+  its manifest, hence an orbax save failing ~1 time in 100);
 - generation preconditions (ifGenerationMatch / ifGenerationNotMatch) are ignored on reads,
   uploads and deletes; Cloud Storage answers a failed one with 412 (304 for a read whose
   ifGenerationNotMatch matches), and ifGenerationMatch=0 means "no live object".
