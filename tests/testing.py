@@ -71,6 +71,13 @@ def run_child(test_file: str, env=None) -> subprocess.CompletedProcess:
                         text=True, timeout=600)
 
 
+def assert_child_passes(test, test_file: str, env=None) -> None:
+  """run_child(test_file, env) passed (absltest also fails a child that found no test)."""
+  proc = run_child(test_file, env)
+  test.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+  test.assertIn("OK", proc.stderr)
+
+
 def finish(proc, timeout=600) -> str:
   """Waits for a CLI process started with its output in a file (`proc.log_path`); the output."""
   proc.wait(timeout=timeout)

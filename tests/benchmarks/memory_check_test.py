@@ -68,9 +68,7 @@ class VerdictTest(absltest.TestCase):
 
   def test_compiles_on_4_devices(self):
     from tests import testing  # pylint: disable=g-import-not-at-top
-    proc = testing.run_child(__file__)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("OK", proc.stderr)
+    testing.assert_child_passes(self, __file__)
 
 
 class ChildTest(absltest.TestCase):

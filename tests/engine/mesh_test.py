@@ -51,9 +51,7 @@ class ParseMeshTest(absltest.TestCase):
 
   def test_on_8_devices(self):
     from tests import testing
-    proc = testing.run_child(__file__)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("OK", proc.stderr)
+    testing.assert_child_passes(self, __file__)
 
 
 class AutoDevicesForStacksTest(absltest.TestCase):
