@@ -61,7 +61,7 @@ def verdict(per_device_bytes: float, hbm_bytes: float, margin: float = MARGIN) -
   return "fits" if per_device_bytes <= margin * hbm_bytes else "does not fit"
 
 
-def _num_classes(config) -> int:
+def dataset_classes(config) -> int:
   from churn_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.SPECS[config.data.name].num_classes
 
@@ -90,7 +90,7 @@ def sharded_step(config, method, num_devices: int, numerics=None, num_classes=No
   `numerics` overrides the config's (settings.numerics_of); `num_classes` the dataset's.
   """
   model_cfg = dict(config.model)
-  model = models.get_model(model_cfg.pop("name"), num_classes or _num_classes(config),
+  model = models.get_model(model_cfg.pop("name"), num_classes or dataset_classes(config),
                            **model_cfg)
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
   strategy = accelerator_strategy(config)

@@ -107,17 +107,6 @@ def load_config(name: str):
   return module.get_config()
 
 
-def _num_classes(config) -> int:
-  from churn_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  return tfds_source.SPECS[config.data.name].num_classes
-
-
-def _input_shape(config):
-  if "image_size" in config.data:
-    return (int(config.data.image_size),) * 2 + (3,)
-  return (32, 32, 3)
-
-
 def _nbytes(tree) -> int:
   return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
              for x in jax.tree_util.tree_leaves(tree))
@@ -126,10 +115,11 @@ def _nbytes(tree) -> int:
 def abstract_step(config, method, strategy):
   """(jitted step, abstract state, abstract batch) of `method` in `config`; nothing allocated."""
   model_cfg = dict(config.model)
-  model = models.get_model(model_cfg.pop("name"), _num_classes(config), **model_cfg)
+  model = models.get_model(model_cfg.pop("name"), memory_check.dataset_classes(config),
+                           **model_cfg)
   tx = step_lib.make_optimizer(config.optimizer, config.lr)
   runs, members = int(config.num_runs), method.num_members
-  shape = _input_shape(config)
+  shape = memory_check.input_shape(config)
   keys = train.member_keys(config.seed, range(runs), members, True)
   run_rngs = jnp.zeros((runs, 2), jnp.uint32)
   init = functools.partial(step_lib.init_state, model, tx,
