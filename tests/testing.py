@@ -3,6 +3,7 @@
 import atexit
 import fcntl
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -56,6 +57,17 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   config.checkpoints_to_keep = 2
   config.compile_cache_dir = "auto"
   return config
+
+
+def load_file(relpath: str, name: str = ""):
+  """The module in the repository's file `relpath` (a launch script, an experiment config),
+  imported under `name` (default: the file's name)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  name = name or os.path.basename(relpath)[:-len(".py")]
+  spec = importlib.util.spec_from_file_location(name, os.path.join(root, relpath))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def run_child(test_file: str, env=None) -> subprocess.CompletedProcess:

@@ -1,8 +1,6 @@
 """The multi-view generator against its definition, the patch-wise net, the slice report."""
 
 import functools
-import importlib.util
-import os
 
 from absl.testing import absltest
 import jax
@@ -11,17 +9,9 @@ import numpy as np
 from churn_jax import data as data_lib, models
 from churn_jax.data import multiview
 from churn_jax.models import patchnet
+from tests import testing
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@functools.cache
-def _load(relpath):
-  spec = importlib.util.spec_from_file_location(os.path.basename(relpath)[:-3],
-                                                os.path.join(_ROOT, relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_load = functools.cache(testing.load_file)
 
 
 _SMALL = dict(num_classes=4, dim=24, num_patches=8, patches_per_view=2, num_train=60,

@@ -1,21 +1,15 @@
 """launch/ablations.py --compare_to: each method against its namesake in another study,
 paired by run, Holm per column; checked against scipy and Holm by hand."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 import numpy as np
 from scipy import stats as sp_stats
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "ablations.py")
+from tests import testing
 
 
 def _module():
-  spec = importlib.util.spec_from_file_location("ablations_compare", _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return testing.load_file("launch/ablations.py", "ablations_compare")
 
 
 def entry(acc, churn_pairs, schurn_pairs):

@@ -1,22 +1,15 @@
 """launch/ablations.py: the studies name existing method entries and the fidelity measures
 agree with a hand computation."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 import numpy as np
 
 from churn_jax.configs import config_lib
-
-_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "ablations.py")
+from tests import testing
 
 
 def _module():
-  spec = importlib.util.spec_from_file_location("ablations_under_test", _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return testing.load_file("launch/ablations.py", "ablations_under_test")
 
 
 class AblationsTest(absltest.TestCase):

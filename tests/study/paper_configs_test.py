@@ -7,7 +7,6 @@ and the flag must be set before JAX starts, so it cannot go into this process.
 """
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from absl.testing import absltest
 import numpy as np
 
 from churn_jax.data import tfds_source
+from tests import testing
 from churn_jax.study import validate
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,11 +27,7 @@ _DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped
              "imagenet": "imagenet2012", "inaturalist": "i_naturalist2018"}
 
 
-def _load(path: str, name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_load = testing.load_file
 
 
 sweep_lib = _load("launch/sweep.py", "churn_launch_sweep")
