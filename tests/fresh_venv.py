@@ -65,8 +65,12 @@ def build(directory: str, requirements: Iterable[str], skip: Set[str] = frozense
     dist = md.distribution(name)
     for f in dist.files or []:
       src = os.path.normpath(os.path.join(here, str(f)))
-      if not src.startswith(here + os.sep) or "__pycache__" in str(f) or not os.path.isfile(src):
-        continue  # Scripts in bin/ and byte code are not needed to import.
+      # Scripts in bin/ are not needed to import. Byte code is linked with its source: without
+      # it every import in the new venv compiles its module from source again (the fresh-venv
+      # study cost 18.7 CPU-s against ~8 for the same study here); a .pyc stays valid beside a
+      # link because Python checks the source's mtime and size through the link.
+      if not src.startswith(here + os.sep) or not os.path.isfile(src):
+        continue
       dst = os.path.join(purelib, os.path.relpath(src, here))
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       if not os.path.exists(dst):

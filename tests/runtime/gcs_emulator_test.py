@@ -131,7 +131,7 @@ class GcsEmulatorTest(absltest.TestCase):
             f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
             "--config.methods=baseline", f"--config.num_train_steps={steps}",
             "--config.model.hidden=(16,)", "--config.checkpoint_every_steps=5",
-            "--config.progress=False", "--config.compile_cache_dir="]
+            "--config.progress=False"]
     out = open(log or os.devnull, "w")
     proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
     out.close()
@@ -214,7 +214,7 @@ class GcsEmulatorTest(absltest.TestCase):
         [python, os.path.join(_ROOT, "launch", "main.py"),
          f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
          "--config.methods=baseline", "--config.num_train_steps=4",
-         "--config.model.hidden=(16,)", "--config.progress=False", "--config.compile_cache_dir="],
+         "--config.model.hidden=(16,)", "--config.progress=False"],
         env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
     self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-3000:])
     files = self.files(workdir)
