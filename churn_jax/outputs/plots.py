@@ -54,8 +54,10 @@ def _write_csv(path: str, header: Sequence[str], rows) -> None:
 
 
 def _save(fig, png_path: str) -> None:
+  """One draw: the callers' tight_layout already fits every label and legend inside the
+  figure; bbox_inches="tight" would draw the figure twice to crop what is left."""
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  fig.savefig(buf, format="png", dpi=110)
   _pyplot().close(fig)
   results_files.atomic_write(png_path, buf.getvalue())
 
