@@ -1,12 +1,12 @@
-"""regenerate.write_plots (a study's plots/) with this tree's plots.py against an older one.
+"""regenerate.write_plots (a study's plots/) of this tree against an older one.
 
   python benchmarks/plots.py                      # against --ref=87012ad, 3 alternating repeats
   python benchmarks/plots.py --workdir=WD --ref=COMMIT --repeats=5
 
 Each case is a fresh process (the study pays the first call: matplotlib's import and font
 loading) that draws the plots of one finished study twice, first and warm, with
-churn_jax/outputs/plots.py either as in this tree ("new") or as at --ref ("ref", read with
-`git show`); everything else (regenerate.py, the study) is this tree's. CPU seconds
+churn_jax/study/regenerate.py and churn_jax/outputs/plots.py either as in this tree ("new")
+or as at --ref ("ref", read with `git show`); everything else is this tree's. CPU seconds
 (time.process_time) are the measure: wall time is noise on a shared machine. The cases
 alternate (ref, new, ref, ...) so load hits both alike; each line is printed as its case
 finishes, then the ratios of the medians. Without --workdir, a digits quick study
@@ -26,20 +26,26 @@ from absl import app, flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WORKDIR = flags.DEFINE_string("workdir", "", "A finished study; empty: train digits quick.")
-_REF = flags.DEFINE_string("ref", "87012ad", "Commit whose churn_jax/outputs/plots.py is 'ref'.")
+_REF = flags.DEFINE_string("ref", "87012ad", "Commit whose regenerate.py and plots.py are 'ref'.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats of both cases.")
 _CHILD = flags.DEFINE_string("child", "", "Internal: 'ref' or 'new', time one case.")
 _OUT = flags.DEFINE_string("out", "", "Internal: a folder for the child's plots/.")
 
 
+def _module_at_ref(path: str) -> types.ModuleType:
+  """The module in file `path` as it was at --ref (its imports: this tree's modules)."""
+  source = subprocess.run(["git", "-C", _ROOT, "show", f"{_REF.value}:{path}"], check=True,
+                          capture_output=True, text=True).stdout
+  module = types.ModuleType("ref_" + os.path.basename(path)[:-3])
+  exec(compile(source, path, "exec"), module.__dict__)  # pylint: disable=exec-used
+  return module
+
+
 def _child(which: str, workdir: str, out: str) -> None:
   from churn_jax.study import regenerate  # pylint: disable=g-import-not-at-top
   if which == "ref":
-    source = subprocess.run(["git", "-C", _ROOT, "show", f"{_REF.value}:churn_jax/outputs/plots.py"],
-                            check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType("ref_plots")
-    exec(compile(source, "ref_plots.py", "exec"), module.__dict__)  # pylint: disable=exec-used
-    regenerate.plots = module
+    regenerate = _module_at_ref("churn_jax/study/regenerate.py")
+    regenerate.plots = _module_at_ref("churn_jax/outputs/plots.py")
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   os.makedirs(out, exist_ok=True)
@@ -86,7 +92,7 @@ def main(argv):
             env=env, capture_output=True, text=True, check=True)
         times = json.loads(proc.stdout.strip().splitlines()[-1])
         seen[which].append(times)
-        print(f"{which:3s} (plots.py {'at ' + _REF.value if which == 'ref' else 'of this tree'})"
+        print(f"{which:3s} ({'at ' + _REF.value if which == 'ref' else 'this tree'})"
               f": first call {times['first'][0]:.2f} CPU-s ({times['first'][1]:.2f} s wall), "
               f"warm {times['warm'][0]:.2f} CPU-s ({times['warm'][1]:.2f} s wall); "
               f"{', '.join(sorted(os.listdir(os.path.join(out, 'plots'))))}", flush=True)
