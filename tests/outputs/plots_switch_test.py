@@ -71,7 +71,10 @@ class PlotsSwitchTest(absltest.TestCase):
         workdir = os.path.join(tmp, str(plots))
         shutil.copytree(self.workdirs[plots], workdir)
         config = self.config.copy_and_resolve_references()
-        config.plots = not plots
+        if plots:
+          config.plots = False
+        else:  # Absent, as in a config saved before the field existed: on.
+          del config["plots"]
         with mock.patch.object(train, "train_method",
                                side_effect=AssertionError("retrained instead of reused")):
           train.train_and_evaluate(config, workdir)
