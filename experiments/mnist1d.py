@@ -38,6 +38,7 @@ def get_config(arg=None):
   config_lib.set_numerics(config, "float32")
   config.cpu_devices = 0  # CPU only; 0 = measured per model (host_devices.py).
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
+  config.plots = True  # False: no WORKDIR/plots (`churn-jax report WORKDIR` draws them later).
   config.log_every_steps = 200
   config.eval_every_steps = 0  # >0: test metrics, churn included, during training (plots).
   config.progress = True

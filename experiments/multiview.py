@@ -67,6 +67,7 @@ def get_config(arg=None):
   config.strategy = "auto"
   config.cpu_devices = 0
   config.compile_cache_dir = "auto"  # Compiled programs reused across runs; "" = off.
+  config.plots = True  # False: no WORKDIR/plots (`churn-jax report WORKDIR` draws them later).
   config.log_every_steps = 500
   config.progress = True
   config.checkpoint_every_steps = 0

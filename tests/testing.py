@@ -56,6 +56,8 @@ def tiny_config(num_runs=3, num_steps=6, batch_size=8, model=None, methods="base
   config.checkpoint_every_steps = 0
   config.checkpoints_to_keep = 2
   config.compile_cache_dir = "auto"
+  # No test of a tiny study looks at plots/ (~1-2 CPU-s a study); those that do switch it on.
+  config.plots = False
   return config
 
 
@@ -152,6 +154,7 @@ def study_config():
   config.method_configs.ensemble2 = dict(kind="ensemble", num_members=2)
   config.schurn_alpha = 2.0  # Not the default, so a dropped alpha shows.
   config.eval_every_steps = 2
+  config.plots = True  # tests/outputs/recompute_test.py reads its plots/.
   return config
 
 

@@ -53,9 +53,12 @@ def _write_csv(path: str, header: Sequence[str], rows) -> None:
   results_files.atomic_write(path, buf.getvalue())
 
 
-def _save(fig, png_path: str) -> None:
+def _save(fig, png_path: str, grow: bool = False) -> None:
+  """One draw: the callers' tight_layout already fits every label and legend inside the
+  figure; bbox_inches="tight" draws the figure twice, so only `grow` (something sticks out)
+  takes it, to widen the image around what tight_layout could not fit."""
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if grow else None)
   _pyplot().close(fig)
   results_files.atomic_write(png_path, buf.getvalue())
 
@@ -125,14 +128,17 @@ def plot_tradeoff(png_path: str, points: Sequence[TradeoffPoint], title: str = "
                 yerr=100 * p.accuracy_std, fmt=markers[i // 10 % len(markers)],
                 color=plt.get_cmap("tab10")(i % 10), capsize=3,
                 label=f"{p.label}: {p.training_cost:g}x train, {p.inference_cost:g}x infer")
-  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+  legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
   ax.set_xlabel("churn between runs (%), mean ± std over run pairs")
   ax.set_ylabel("test accuracy (%), mean ± std over runs")
   ax.set_title("accuracy against churn (up and left is better)" + (f"\n{title}" if title else ""))
   ax.grid(alpha=0.3)
   ax.margins(0.25)
   fig.tight_layout()
-  _save(fig, png_path)
+  # A legend of many sweep points can be taller or wider than the figure.
+  box = legend.get_window_extent(fig.canvas.get_renderer())
+  outside = box.x0 < 0 or box.y0 < 0 or box.x1 > fig.bbox.x1 or box.y1 > fig.bbox.y1
+  _save(fig, png_path, grow=outside)
   _write_csv(_csv_path(png_path), [f.name for f in dataclasses.fields(TradeoffPoint)],
              [list(dataclasses.astuple(p)) for p in points])
 

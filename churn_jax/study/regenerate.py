@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Dict, List, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -53,7 +54,9 @@ def _schedule_series(config: Dict[str, Any]):
     steps = np.arange(1, int(config["num_train_steps"]) + 1)
     # The update of step t used the schedule's value at t - 1 (observer.on_log).
     # A schedule without boundaries is optax's constant: a scalar whatever the steps' shape.
-    values = np.broadcast_to(np.asarray(lr_fn(steps - 1), float), steps.shape)
+    # Jitted: one compile, where op by op each of the schedule's jnp calls compiled its own
+    # program (13, ~1 CPU-s of a study's plots, benchmarks/plots.py).
+    values = np.broadcast_to(np.asarray(jax.jit(lr_fn)(steps - 1), float), steps.shape)
     return plots.Series("every method", steps, values, steps=True)
   except (KeyError, TypeError, ValueError, AttributeError):
     return None

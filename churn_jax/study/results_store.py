@@ -23,7 +23,10 @@ from churn_jax.study import evaluate
 # Keys that change how a study is run or shown, never its numbers.
 _BOOKKEEPING = ("methods", "method_configs", "progress", "log_every_steps",
                 "checkpoint_every_steps", "checkpoints_to_keep", "eval_every_steps",
-                "compile_cache_dir", "steps_per_loop", "profile_steps")  # bitwise-neutral knobs
+                "compile_cache_dir", "steps_per_loop", "profile_steps",  # bitwise-neutral knobs
+                "plots")
+# Bookkeeping left out of results.json too, so its bytes do not depend on it.
+_UNRECORDED = ("plots",)
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
@@ -174,7 +177,8 @@ class ResultsStore:
         raise ValueError(f"{self._path} already holds results for method {name!r} from a "
                          f"different config or data ({why}); use a new --workdir (nothing "
                          f"was changed)")
-    results["config"] = self._config.to_dict()
+    results["config"] = {k: v for k, v in self._config.to_dict().items()
+                         if k not in _UNRECORDED}
     if self._data is not None:
       results["data"] = self._data
     return results

@@ -364,5 +364,6 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack) -> Dic
                  100 * entry["churn"]["mean"])
   if jax.process_index() == 0:
     regenerate.write_differences(workdir, store.results)
-    regenerate.write_plots(workdir, store.results)
+    if config.get("plots", True):  # Off: `churn-jax report WORKDIR` can draw them later.
+      regenerate.write_plots(workdir, store.results)
   return store.results

@@ -121,6 +121,21 @@ class PlotsTest(absltest.TestCase):
       self.assertEqual(rows[0], ["panel", "label", "x", "y", "lo", "hi"])
       self.assertEqual(rows[2], ["churn vs beta", "codistill", "1.0", "9.0", "8.7", "9.2"])
 
+  def test_tradeoff_png_grows_only_for_a_legend_taller_than_the_figure(self):
+    def png_size(names):
+      points = [plots.TradeoffPoint(n, 0.02 + 0.001 * i, 0.005, 0.9, 0.004, 2.0, 1.0)
+                for i, n in enumerate(names)]
+      with tempfile.TemporaryDirectory() as tmp:
+        plots.plot_tradeoff(os.path.join(tmp, "t.png"), points, "test")
+        with open(os.path.join(tmp, "t.png"), "rb") as f:
+          header = f.read(24)
+      return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    # The figure as made (8.4 x 4.8 in at 110 dpi): one draw, the legend fits beside the axes.
+    self.assertEqual(png_size(["baseline", "codistill"]), (924, 528))
+    # 45 sweep points: the legend sticks out, so the image grows to hold all of it.
+    width, height = png_size([f"codistill@beta={b:g}" for b in np.linspace(0.1, 4.5, 45)])
+    self.assertGreater(height, 528)
+
   def test_reliability_bins_pool_runs(self):
     probs = np.array([[[0.95, 0.05], [0.6, 0.4]], [[0.95, 0.05], [0.3, 0.7]]])
     lo, hi, count, conf, acc = plots.reliability_bins(probs, np.array([0, 0]), num_bins=10)

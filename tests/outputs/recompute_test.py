@@ -165,6 +165,9 @@ class RecomputeTest(absltest.TestCase):
     # Trained once per test run, shared with other files (tests/testing.py: finished_study).
     cls.config = testing.finished_study(cls.workdir)
     assert cls.config.schurn_alpha == SCHURN_ALPHA
+    # What the study drew, before any test's `report` redraws plots/.
+    plots_dir = os.path.join(cls.workdir, "plots")
+    cls.study_plots = sorted(os.listdir(plots_dir)) if os.path.isdir(plots_dir) else []
     with open(os.path.join(cls.workdir, "results.json")) as f:
       cls.results = json.load(f)
 
@@ -250,7 +253,9 @@ class RecomputeTest(absltest.TestCase):
 
   def test_plots_with_csv_and_report_regenerates_tables(self):
     plots_dir = os.path.join(self.workdir, "plots")
-    for stem in ("accuracy_vs_churn", "reliability", "training_curves", "eval_curves"):
+    stems = ("accuracy_vs_churn", "reliability", "training_curves", "eval_curves")
+    self.assertEqual(self.study_plots, sorted(f"{s}.{e}" for s in stems for e in ("csv", "png")))
+    for stem in stems:
       with open(os.path.join(plots_dir, f"{stem}.png"), "rb") as f:
         self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", stem)
       self.assertTrue(os.path.exists(os.path.join(plots_dir, f"{stem}.csv")), stem)

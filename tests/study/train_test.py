@@ -25,6 +25,7 @@ def quick_config(cache_dir):
   config.lr.decay_steps = (40,)
   config.data.cache_dir = cache_dir
   config.progress = False
+  config.plots = False  # Neither test looks at plots/.
   return config
 
 
