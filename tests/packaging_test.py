@@ -122,7 +122,8 @@ class PackagingTest(absltest.TestCase):
     self.assertEqual(out.stdout, f"churn-jax {churn_jax.__version__}\n")
     out = run(churn, "train", "--config=experiments/mnist1d.py:quick", "--workdir=w",
               "--config.methods=codistill", "--config.num_train_steps=20",
-              "--config.lr.decay_steps=(10,)", "--config.progress=False")
+              "--config.lr.decay_steps=(10,)", "--config.progress=False",
+              "--config.plots=False")
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("| codistill | 3 | 2x | 1x |", out.stdout)
     self.assertTrue(os.path.isfile(os.path.join(outside, "w", "results.json")))

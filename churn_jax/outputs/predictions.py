@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from churn_jax.outputs import results_files
+from churn_jax.runtime import fileio
 
 DIRNAME = "predictions"
 
@@ -83,8 +84,8 @@ def save(workdir: str, method: str, deployed: np.ndarray, member_probs: Optional
 
 
 def load(path: str) -> Dict[str, np.ndarray]:
-  """The arrays of a predictions file (all loaded; `prediction` as a str)."""
-  with np.load(path, allow_pickle=False) as f:
+  """The arrays of a predictions file, local or gs:// (all loaded; `prediction` as a str)."""
+  with np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False) as f:
     out = {key: f[key] for key in f.files}
   if "prediction" in out:
     out["prediction"] = str(out["prediction"])
@@ -115,10 +116,12 @@ def check(workdir: str, method: str, info: Optional[Dict[str, str]]) -> str:
     raise ValueError(f"results of method {method!r} list no predictions file (written by an "
                      f"older churn_jax); use a new --workdir")
   path = os.path.join(workdir, info["path"])
-  if not os.path.exists(path):
+  # fileio: a gs:// workdir too (os.path.exists called every bucket object missing, so a
+  # study in a bucket with a finished method could not be resumed).
+  if not fileio.exists(path):
     raise ValueError(f"predictions of finished method {method!r} are missing: {path}; "
                      f"restore the file or use a new --workdir")
-  digest = sha256_file(path)
+  digest = fileio.sha256(path)
   if digest != info["sha256"]:
     raise ValueError(f"predictions of finished method {method!r} changed since results.json "
                      f"was written ({path}: sha256 {digest[:12]}..., expected "

@@ -20,6 +20,7 @@ import numpy as np
 
 from churn_jax.outputs import observer, plots, predictions, results_files, tables
 from churn_jax.protocol import tables as protocol_tables
+from churn_jax.runtime import fileio
 from churn_jax.study import results_store
 
 PLOTS_DIRNAME = "plots"
@@ -29,11 +30,10 @@ DIFFERENCES_STEM = "differences"
 
 def _load_results(workdir: str) -> Dict[str, Any]:
   path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
+  if not fileio.exists(path):  # fileio throughout: a workdir in a gs:// bucket too.
     raise ValueError(f"{path} does not exist: WORKDIR must be a study's workdir")
   try:
-    with open(path) as f:
-      results = json.load(f)
+    results = json.loads(fileio.read_text(path))
     assert isinstance(results.get("methods"), dict)
   except (ValueError, AssertionError, AttributeError):
     raise ValueError(f"{path} is not a results file of churn_jax") from None
@@ -74,7 +74,7 @@ def _curve_panels(workdir: str, names, config: Dict[str, Any] = None,
   members = members or {}
   for name in names:
     path = observer.curves_path(workdir, name)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
       continue
     records = observer.read_curves(path)
     train = [r for r in records if r["kind"] == "train"]
@@ -140,7 +140,7 @@ def write_plots(workdir: str, results: Dict[str, Any], removed: List[str] = None
   diagrams = []
   for name, entry in methods.items():
     info = entry.get("predictions")
-    if info and os.path.exists(os.path.join(workdir, info["path"])):
+    if info and fileio.exists(os.path.join(workdir, info["path"])):
       pred = predictions.load(os.path.join(workdir, info["path"]))
       diagrams.append((name, pred["deployed"], pred["labels"],
                        f"ECE {tables.cell(entry, 'ece', 'percent')} %, runs pooled"))
@@ -158,8 +158,8 @@ def write_plots(workdir: str, results: Dict[str, Any], removed: List[str] = None
     if stem not in curves:
       for ext in ("png", "csv"):
         path = os.path.join(out_dir, f"{stem}.{ext}")
-        if os.path.exists(path):
-          os.remove(path)
+        if fileio.exists(path):
+          fileio.path(path).unlink()
           if removed is not None:
             removed.append(path)
   return written
@@ -198,9 +198,8 @@ def _rewrite_protocol(workdir: str, results: Dict[str, Any]) -> List[str]:
   """The protocol tables of a stacked sweep (launch/sweep.py --mode=stacked), with the header
   (command, wall time, machine) of the protocol.md the sweep wrote kept as it was."""
   header, path = "", os.path.join(workdir, "protocol.md")
-  if os.path.exists(path):
-    with open(path) as f:
-      header = f.read().split("\n## ", 1)[0]
+  if fileio.exists(path):
+    header = fileio.read_text(path).split("\n## ", 1)[0]
   return protocol_tables.write_protocol(workdir, results, header)
 
 

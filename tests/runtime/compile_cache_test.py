@@ -163,7 +163,7 @@ class StudyTest(absltest.TestCase):
         [sys.executable, "launch/main.py", "--config=experiments/mnist1d.py:quick",
          f"--workdir={workdir}", f"--config.compile_cache_dir={cache}",
          "--config.methods=baseline", "--config.num_runs=2", "--config.num_train_steps=20",
-         "--config.progress=False"],
+         "--config.progress=False", "--config.plots=False"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     self.addCleanup(proc.kill)  # A failed or timed-out assertion must not leave it running.
     return workdir, proc

@@ -60,7 +60,7 @@ STUDY = ["--config=experiments/mnist1d.py:quick", "--config.methods=baseline,cod
          "--config.num_runs=2", "--config.num_train_steps=600", "--config.lr.decay_steps=(400,)",
          "--config.checkpoint_every_steps=50", "--config.batch_size=20",
          "--config.eval_batch_size=80", "--config.model.hidden=(16,)",
-         "--config.log_every_steps=50", "--config.progress=False"]
+         "--config.log_every_steps=50", "--config.progress=False", "--config.plots=False"]
 
 
 def study_config(tmp):
@@ -76,6 +76,7 @@ def study_config(tmp):
   config.model.hidden = (16,)
   config.log_every_steps = 50
   config.progress = False
+  config.plots = False
   config.data.npz_path = f"{tmp}/data.npz"
   config.compile_cache_dir = ""  # Do not turn JAX's cache on in the test process.
   return config

@@ -126,12 +126,12 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertNotEqual(kv.write("key", b"newer", if_equal=new).result().generation, b"")
     self.assertEqual(kv.read("key").result().value, b"newer")
 
-  def launch(self, workdir, steps=40, log=None):
+  def launch(self, workdir, steps=40, log=None, plots=True):
     args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
             f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
             "--config.methods=baseline", f"--config.num_train_steps={steps}",
             "--config.model.hidden=(16,)", "--config.checkpoint_every_steps=5",
-            "--config.progress=False"]
+            "--config.progress=False", f"--config.plots={plots}"]
     out = open(log or os.devnull, "w")
     proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
     out.close()
@@ -147,7 +147,7 @@ class GcsEmulatorTest(absltest.TestCase):
   def test_study_in_a_bucket_is_killed_resumes_identically_and_is_exclusive(self):
     tmp = tempfile.mkdtemp(prefix="gcs_")
     local = os.path.join(tmp, "local")
-    reference = self.launch(local)
+    reference = self.launch(local, plots=False)  # Only its results.json is compared.
     workdir = f"gs://{_BUCKET}/studies/digits"
     log = os.path.join(tmp, "first.log")
     first = self.launch(workdir, log=log)
@@ -181,8 +181,11 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertEqual(reference.wait(timeout=900), 0)
 
     files = self.files(workdir)
+    # Every plot a local study draws: the reliability diagram and the curves read the
+    # predictions and curves back from the bucket (os.path.exists once skipped them there).
     for name in ("results.json", "results.md", "config.json", "predictions/baseline.npz",
-                 "plots/accuracy_vs_churn.png", "curves/baseline.jsonl"):
+                 "plots/accuracy_vs_churn.png", "plots/reliability.png",
+                 "plots/training_curves.png", "curves/baseline.jsonl"):
       self.assertIn(name, files)
     ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/40/" in f]
     self.assertTrue(ckpt, files)  # Orbax's final checkpoint, arrays and all, in the bucket.
@@ -190,6 +193,15 @@ class GcsEmulatorTest(absltest.TestCase):
     remote = json.loads(epath.Path(f"{workdir}/results.json").read_text())["methods"]
     with open(os.path.join(local, "results.json")) as f:
       self.assertEqual(remote, json.load(f)["methods"])  # Bitwise: sha256s of predictions too.
+    # Once more: the finished method is checked in the bucket and reused (its predictions
+    # were looked for on the local disk: every rerun of a finished gs:// study failed).
+    again_log = os.path.join(tmp, "again.log")
+    again = self.launch(workdir, log=again_log)
+    code = again.wait(timeout=900)
+    with open(again_log) as f:
+      text = f.read()
+    self.assertEqual(code, 0, text[-3000:])
+    self.assertIn("method baseline: finished earlier, results reused", text)
 
   def test_fresh_venv_with_the_launchers_packages_writes_to_a_bucket(self):
     # Exactly the distributions `tpu_vm.sh setup` installs (its requirement line read from the
@@ -214,7 +226,7 @@ class GcsEmulatorTest(absltest.TestCase):
         [python, os.path.join(_ROOT, "launch", "main.py"),
          f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
          "--config.methods=baseline", "--config.num_train_steps=4",
-         "--config.model.hidden=(16,)", "--config.progress=False"],
+         "--config.model.hidden=(16,)", "--config.progress=False", "--config.plots=False"],
         env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
     self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-3000:])
     files = self.files(workdir)
