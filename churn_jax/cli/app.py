@@ -289,8 +289,9 @@ def main(config, workdir: str) -> int:
     _hard_exit(1)
   print(results_files.format_table(results))
   root = workdir.rstrip("/")
+  plots = "plots/, " if config.get("plots", True) else ""
   print(f"written in {root}: results.{{json,csv,md,tex}}, differences.{{md,csv}} (against the "
-        f"baseline), plots/, predictions/, curves/, tensorboard/, config.json, timings.json")
+        f"baseline), {plots}predictions/, curves/, tensorboard/, config.json, timings.json")
   return 0
 
 

@@ -150,7 +150,10 @@ class StudyFaultTest(parameterized.TestCase):
     # CliTest, a study of its own).
     self.assertIn("| baseline | 2 | 1x | 1x |", self.ref_output)
     self.assertIn("| codistill | 2 | 2x | 1x |", self.ref_output)
-    self.assertIn(f"written in {self.ref}: results.{{json,csv,md,tex}}", self.ref_output)
+    (written,) = [l for l in self.ref_output.splitlines() if l.startswith("written in ")]
+    self.assertTrue(written.startswith(f"written in {self.ref}: results.{{json,csv,md,tex}}"))
+    self.assertNotIn("plots/", written)  # --config.plots=False: none drawn, none listed.
+    self.assertFalse(os.path.exists(f"{self.ref}/plots"))
 
   def wait_for_checkpoint(self, proc, workdir, method, after=0):
     """Polls until `method` has a checkpoint later than step `after`; its step."""
