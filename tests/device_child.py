@@ -23,8 +23,9 @@ from unittest import mock
 
 NUM_DEVICES = 8
 # Test files whose ChildTest runs here, by their module path from the repository root.
-FILES = ("tests/engine/sharding_test.py", "tests/engine/mesh_test.py",
-         "tests/engine/wiring_test.py", "tests/benchmarks/memory_check_test.py")
+FILES = ("tests/runtime/prefetch_test.py", "tests/engine/sharding_test.py",
+         "tests/engine/mesh_test.py", "tests/engine/wiring_test.py",
+         "tests/benchmarks/memory_check_test.py")
 RESULTS = "results.json"
 
 # True in the child process only: the files keep their ChildTest (else they delete it).
