@@ -12,11 +12,13 @@ tests/engine/sharding_test.py checks that call. Files that need fewer devices ta
 of jax.devices() (a sub-mesh of the 8).
 """
 
+import atexit
 import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import traceback
 import unittest
 from unittest import mock
@@ -106,15 +108,22 @@ def _run(out_dir: str) -> None:
   os.makedirs(out_dir)
   env = dict(os.environ, PYTHONPATH=_ROOT)
   env.pop("XLA_FLAGS", None)  # It would fix the device count before host_devices.configure.
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), out_dir], env=env,
-                        cwd=_ROOT, capture_output=True, text=True, timeout=900)
+  proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), out_dir], env=env,
+                          cwd=_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  atexit.register(lambda: proc.poll() is None and proc.kill())  # A session that ends early.
+  try:
+    _, stderr = proc.communicate(timeout=900)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, stderr = proc.communicate()
   path = os.path.join(out_dir, RESULTS)
   outcomes = {}
   if os.path.exists(path):
     with open(path) as f:
       outcomes = json.load(f)
   with open(path, "w") as f:
-    json.dump({"returncode": proc.returncode, "stderr": proc.stderr[-6000:],
+    json.dump({"returncode": proc.returncode, "stderr": stderr[-6000:],
                "outcomes": outcomes}, f, indent=1)
 
 
@@ -126,6 +135,40 @@ def results() -> dict:
   folder = testing.shared_dir("device_child", key, lambda d: _run(os.path.join(d, "out")))
   with open(os.path.join(folder, "out", RESULTS)) as f:
     return json.load(f)
+
+
+def parent(test_method):
+  """Marks a test that calls assert_passed, so start_early knows the child is wanted."""
+  test_method.needs_device_child = True
+  return test_method
+
+
+def _is_parent(item) -> bool:
+  return getattr(getattr(item, "function", None), "needs_device_child", False)
+
+
+def parents_last(items) -> None:
+  """Moves the `parent` pytest items to the end (tests/conftest.py), keeping the order of the
+  rest: by the time they run, the child start_early started is done, and no worker waits."""
+  items.sort(key=_is_parent)  # Stable: False (the others) first, in their order.
+
+
+def start_early(items) -> None:
+  """Starts the child in a background thread when a selected pytest item is a `parent`
+  (tests/conftest.py, after collection): it then runs beside the tests instead of holding up
+  the first parent test and every pytest worker that reaches another one meanwhile (a worker
+  waited 82 s). The thread holds shared_dir's lock while the child runs; the parent tests'
+  own results() calls wait on that lock, or build it themselves if the thread failed."""
+  if not any(_is_parent(item) for item in items):
+    return
+  import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
+  from tests import testing  # pylint: disable=g-import-not-at-top,unused-import
+  def run():
+    try:
+      results()
+    except Exception:  # pylint: disable=broad-except
+      pass  # The parent tests' own results() calls build it again and report the error.
+  threading.Thread(target=run, name="device_child", daemon=True).start()
 
 
 def assert_passed(test, test_file: str) -> None:

@@ -63,6 +63,7 @@ class VerdictTest(absltest.TestCase):
       self.assertIn(f"| {name} (", doc)
       self.assertRegex(doc, rf"\| {name} \([^\n]*\| {target} \|")
 
+  @device_child.parent
   def test_compiles_on_4_devices(self):
     device_child.assert_passed(self, __file__)
 

@@ -44,6 +44,7 @@ class ParseMeshTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "invalid config: mesh"):
       validate.validate_config(config)
 
+  @device_child.parent
   def test_on_8_devices(self):
     device_child.assert_passed(self, __file__)
 

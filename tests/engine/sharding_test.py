@@ -55,6 +55,7 @@ class HostDevicesTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "cpu_devices must be >= 0"):
       settings.cpu_device_count(config)
 
+  @device_child.parent
   def test_sharded_equals_unsharded_on_8_devices(self):
     device_child.assert_passed(self, __file__)
 

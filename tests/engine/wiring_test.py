@@ -141,6 +141,7 @@ class IndependentMembersTest(parameterized.TestCase):
                                     rtol=1e-4, atol=1e-5)
 
 
+  @device_child.parent
   def test_independent_members_sharded_equal_unsharded(self):
     device_child.assert_passed(self, __file__)
 

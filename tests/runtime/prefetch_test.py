@@ -163,6 +163,7 @@ class DetectionTest(absltest.TestCase):
 
 class SubprocessTest(absltest.TestCase):
 
+  @device_child.parent
   def test_sharded_over_4_devices(self):
     device_child.assert_passed(self, __file__)
 
