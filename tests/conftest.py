@@ -46,3 +46,16 @@ if _CPU_LOG:
     with open(_CPU_LOG, "a") as f:
       f.write(f"{_cpu() - cpu:.2f} {time.time() - wall:.2f} {item.nodeid} "
               f"{os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")
+
+
+# The shared multi-device child (tests/device_child.py) starts after collection, beside the
+# tests, when a selected test needs it; the tests that read its results run last, so no pytest
+# worker sits idle waiting for it.
+def pytest_collection_modifyitems(items):
+  from tests import device_child  # pylint: disable=g-import-not-at-top
+  device_child.parents_last(items)
+
+
+def pytest_collection_finish(session):
+  from tests import device_child  # pylint: disable=g-import-not-at-top
+  device_child.start_early(session.items)

@@ -1,12 +1,6 @@
 """config.mesh (engine/sharding.py parse_mesh / resolve_mesh_shape / make_mesh) and evaluation
-sharded over 'data'; the multi-device half runs on 8 fake CPU devices in its own process."""
-
-import os
-import sys
-
-_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
-if _CHILD:
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+sharded over 'data'; the multi-device half (ChildTest) runs on 8 fake CPU devices in the
+shared child process, tests/device_child.py."""
 
 from absl.testing import absltest
 import jax
@@ -15,6 +9,7 @@ import numpy as np
 from churn_jax import methods
 from churn_jax.engine import sharding, step as step_lib
 from churn_jax.study import train, validate
+from tests import device_child
 
 
 class ParseMeshTest(absltest.TestCase):
@@ -49,9 +44,9 @@ class ParseMeshTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "invalid config: mesh"):
       validate.validate_config(config)
 
+  @device_child.parent
   def test_on_8_devices(self):
-    from tests import testing
-    testing.assert_child_passes(self, __file__)
+    device_child.assert_passed(self, __file__)
 
 
 class AutoDevicesForStacksTest(absltest.TestCase):
@@ -72,6 +67,10 @@ class AutoDevicesForStacksTest(absltest.TestCase):
 
 class ChildTest(absltest.TestCase):
   """Runs in the child process only, where 8 fake devices exist."""
+
+  def setUp(self):
+    super().setUp()
+    self.enterContext(device_child.fast_compile())  # Both sides of each comparison at -O0.
 
   def test_config_mesh_and_sharded_evaluation(self):
     from tests import testing
@@ -102,10 +101,9 @@ class ChildTest(absltest.TestCase):
     self.assertEqual(sharding.eval_sharding(mesh, 6).spec, jax.sharding.PartitionSpec())
 
 
-if not _CHILD:
-  del ChildTest
+CHILD_TESTS = absltest.TestLoader().getTestCaseNames(ChildTest)
+if not device_child.RUNNING:
+  del ChildTest  # Collected only in tests/device_child.py, which has the devices it needs.
 
 if __name__ == "__main__":
-  if _CHILD:
-    sys.argv = sys.argv[:1] + ["ChildTest"]
   absltest.main()

@@ -2,27 +2,19 @@
 
 The fake devices (host_devices.configure, as the trainer asks for them) must be requested
 before JAX initialises its backends, and pytest has run JAX for other tests first, so the
-checks run in a fresh subprocess of this file (`python tests/engine/sharding_test.py child`).
+checks (ChildTest) run in the shared 8-device child process, tests/device_child.py.
 """
-
-import sys
 
 from absl.testing import absltest
 import chex
 import jax
 import numpy as np
 
-_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
-
 from churn_jax import methods
 from churn_jax.engine import sharding
 from churn_jax.runtime import host_devices
 from churn_jax.study import train
-
-if _CHILD:
-  # Before any JAX computation of this process, through the trainer's own call (this was a
-  # child process of its own: test_configure_in_a_fresh_process).
-  _CONFIGURED = host_devices.configure(8)
+from tests import device_child
 
 
 class MeshShapeTest(absltest.TestCase):
@@ -63,17 +55,21 @@ class HostDevicesTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "cpu_devices must be >= 0"):
       settings.cpu_device_count(config)
 
+  @device_child.parent
   def test_sharded_equals_unsharded_on_8_devices(self):
-    from tests import testing
-    # XLA_FLAGS would fix the device count before host_devices.configure could.
-    testing.assert_child_passes(self, __file__, env={"XLA_FLAGS": None})
+    device_child.assert_passed(self, __file__)
 
 
 class ChildTest(absltest.TestCase):
   """Runs in the child process only, where 8 fake devices exist."""
 
+  def setUp(self):
+    super().setUp()
+    self.enterContext(device_child.fast_compile())  # Both sides of each comparison at -O0.
+
   def test_configure_sets_the_count_then_keeps_it(self):
-    self.assertEqual((_CONFIGURED, jax.device_count()), (8, 8))
+    # The child asked host_devices.configure(8) before any JAX computation, XLA_FLAGS unset.
+    self.assertEqual((device_child.CONFIGURED, jax.device_count()), (8, 8))
     # Asking again after initialisation keeps the 8 and says so.
     self.assertEqual(host_devices.configure(2), 8)
 
@@ -119,10 +115,9 @@ class ChildTest(absltest.TestCase):
     chex.assert_trees_all_close(sharded.member_probs, plain.member_probs, rtol=1e-4, atol=1e-5)
 
 
-if not _CHILD:
-  del ChildTest  # Collected only in the child, which has the 8 devices it needs.
+CHILD_TESTS = absltest.TestLoader().getTestCaseNames(ChildTest)
+if not device_child.RUNNING:
+  del ChildTest  # Collected only in tests/device_child.py, which has the devices it needs.
 
 if __name__ == "__main__":
-  if _CHILD:
-    sys.argv = sys.argv[:1] + ["ChildTest"]
   absltest.main()

@@ -9,12 +9,7 @@ reported by one member.
 
 import json
 import os
-import sys
 import tempfile
-
-_CHILD = __name__ == "__main__" and sys.argv[1:] == ["child"]
-if _CHILD:  # Fake devices must exist before jax is imported (tests/testing.py: run_child).
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 from absl.testing import absltest, parameterized
 import chex
@@ -28,7 +23,7 @@ from churn_jax.data import Dataset
 from churn_jax.engine import sharding, step as step_lib
 from churn_jax.study import train
 from experiments import mnist1d
-from tests import testing
+from tests import device_child, testing
 
 
 def np_softmax(z):
@@ -146,17 +141,23 @@ class IndependentMembersTest(parameterized.TestCase):
                                     rtol=1e-4, atol=1e-5)
 
 
+  @device_child.parent
   def test_independent_members_sharded_equal_unsharded(self):
-    testing.assert_child_passes(self, __file__)
+    device_child.assert_passed(self, __file__)
 
 
 class ChildTest(absltest.TestCase):
-  """Runs in the child process only, where 4 fake devices exist."""
+  """Runs in the shared child process only (tests/device_child.py), on 4 of its fake devices."""
+
+  def setUp(self):
+    super().setUp()
+    self.enterContext(device_child.fast_compile())  # Both sides of each comparison at -O0.
 
   def test_independent_members_on_a_sharded_mesh(self):
     # The (R*M, B) streams sharded over 'run' are reshaped to (R, M, B) in the step: runs and
     # members on their own devices train exactly as on one device.
-    self.assertEqual(jax.device_count(), 4)
+    devices = jax.devices()[:4]
+    self.assertLen(devices, 4)
     config = wiring_config(num_steps=3)
     config.strategy = "vmap"
     ds = testing.tiny_dataset()
@@ -164,7 +165,7 @@ class ChildTest(absltest.TestCase):
     single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
     plain = train.train_method(config, ds, method, mesh=single)
     for shape in [(2, 2, 1), (1, 2, 2)]:
-      mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(shape), sharding.AXES)
+      mesh = jax.sharding.Mesh(np.asarray(devices).reshape(shape), sharding.AXES)
       sharded = train.train_method(config, ds, method, mesh=mesh)
       chex.assert_trees_all_close(sharded.state.params, plain.state.params, rtol=1e-4,
                                   atol=1e-5)
@@ -293,10 +294,9 @@ class DeployedPredictionTest(absltest.TestCase):
       self.assertGreater(abs(reported[0] - nll(out.member_probs[0, 0])), 1e-4)
 
 
-if not _CHILD:
-  del ChildTest  # Collected only in the child, which has the devices it needs.
+CHILD_TESTS = absltest.TestLoader().getTestCaseNames(ChildTest)
+if not device_child.RUNNING:
+  del ChildTest  # Collected only in tests/device_child.py, which has the devices it needs.
 
 if __name__ == "__main__":
-  if _CHILD:
-    sys.argv = sys.argv[:1] + ["ChildTest"]
   absltest.main()
