@@ -254,6 +254,7 @@ for name, path, methods, workdir in json.loads(sys.argv[1]):
   config = module.get_config("runlocal")
   config.methods = methods
   config.strategy = "vmap"  # One traced model: compiles faster than "loop" on CPU.
+  config.plots = False  # Not read here (~5 CPU-s of the child); plots_switch_test covers them.
   with tfds.testing.mock_data(num_examples=48):
     results = train.train_and_evaluate(config, workdir)
   print(f"RESULTS {name}=" + json.dumps(results["methods"], default=str), flush=True)
