@@ -1,5 +1,8 @@
 """The quick digits study as 2 processes x 4 CPU devices equals 1 process x 8 devices.
 
+The digits split is handed to the studies as an .npz (the same arrays, loaded with numpy
+only, no scikit-learn import in each of the ten study processes).
+
 Each study runs launch/main.py in fresh processes: one process with 8 CPU devices, and two
 processes with 4 each joined by JAX's multi-process runtime (a coordinator on 127.0.0.1, gloo
 collectives), so the same ('run', 'member', 'data') mesh of 8 devices is cut between two
@@ -30,11 +33,13 @@ import tempfile
 import time
 
 from absl.testing import absltest
+import numpy as np
 
 from churn_jax.engine import sharding
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _FAULT = os.path.join(_ROOT, "tests", "runtime", "fault_main.py")
+_DATA = None  # Set by setUpModule: the digits as an .npz (_digits_npz).
 # Every method kind: baseline, co-distillation, an ensemble, a two-stage distillation (its
 # teacher is ensemble2), anti-distillation and stale peers (refreshed every 2 steps).
 _ALL_KINDS = "baseline,codistill,ensemble2,ens_distill,anti_distill,codistill_ce_stale"
@@ -46,6 +51,17 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _digits_npz(folder):
+  """The digits split of churn_jax/data/digits.py as an .npz: the study processes load it
+  with numpy alone instead of each importing scikit-learn (~1 CPU-s apiece)."""
+  from churn_jax.data import digits  # pylint: disable=g-import-not-at-top
+  data = digits.load_digits()
+  path = os.path.join(folder, "digits.npz")
+  np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+           y_test=data.y_test)
+  return path
+
+
 def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KINDS,
             port=None, faults=None, checkpoint_every=2):
   """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens.
@@ -54,6 +70,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
   """
   args = [os.path.join(_ROOT, "launch", "main.py"),
           f"--config={_ROOT}/experiments/digits.py:quick,runs={runs}", f"--workdir={workdir}",
+          f"--config.data.npz_path={_DATA}",
           f"--config.methods={methods}", f"--config.strategy={strategy}",
           f"--config.num_train_steps={steps}", "--config.model.hidden=(16,)",
           f"--config.cpu_devices={8 // processes}",
@@ -102,6 +119,11 @@ def _differences(a, b, path=""):
     assert len(a) == len(b), path
     return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
   return [] if a == b else [(path, a, b)]
+
+
+def setUpModule():
+  global _DATA
+  _DATA = _digits_npz(tempfile.mkdtemp(prefix="multihost_data_"))
 
 
 class MultiHostTest(absltest.TestCase):
