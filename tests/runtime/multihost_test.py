@@ -1,5 +1,8 @@
 """The quick digits study as 2 processes x 4 CPU devices equals 1 process x 8 devices.
 
+The digits split is handed to the studies as an .npz (the same arrays, loaded with numpy
+only, no scikit-learn import in each of the ten study processes).
+
 Each study runs launch/main.py in fresh processes: one process with 8 CPU devices, and two
 processes with 4 each joined by JAX's multi-process runtime (a coordinator on 127.0.0.1, gloo
 collectives), so the same ('run', 'member', 'data') mesh of 8 devices is cut between two
@@ -30,13 +33,15 @@ import tempfile
 import time
 
 from absl.testing import absltest
+import numpy as np
 
 from churn_jax.engine import sharding
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_FAULT = os.path.join(_ROOT, "tests", "runtime", "fault_main.py")
+_DATA = None  # Set by setUpModule: the digits as an .npz (_digits_npz).
 # Every method kind: baseline, co-distillation, an ensemble, a two-stage distillation (its
 # teacher is ensemble2), anti-distillation and stale peers (refreshed every 2 steps).
-_INJECT = os.path.join(_ROOT, "tests", "runtime", "unreadable_newest_main.py")
 _ALL_KINDS = "baseline,codistill,ensemble2,ens_distill,anti_distill,codistill_ce_stale"
 
 
@@ -46,14 +51,26 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _digits_npz(folder):
+  """The digits split of churn_jax/data/digits.py as an .npz: the study processes load it
+  with numpy alone instead of each importing scikit-learn (~1 CPU-s apiece)."""
+  from churn_jax.data import digits  # pylint: disable=g-import-not-at-top
+  data = digits.load_digits()
+  path = os.path.join(folder, "digits.npz")
+  np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+           y_test=data.y_test)
+  return path
+
+
 def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KINDS,
-            port=None, unreadable_on=None, checkpoint_every=2):
+            port=None, faults=None, checkpoint_every=2):
   """Starts the study as `processes` processes (8 CPU devices in all); returns their Popens.
 
-  Process `unreadable_on` cannot read the newest checkpoint (unreadable_newest_main.py).
+  `faults` maps a process index to the fault fault_main.py injects into it alone.
   """
   args = [os.path.join(_ROOT, "launch", "main.py"),
           f"--config={_ROOT}/experiments/digits.py:quick,runs={runs}", f"--workdir={workdir}",
+          f"--config.data.npz_path={_DATA}",
           f"--config.methods={methods}", f"--config.strategy={strategy}",
           f"--config.num_train_steps={steps}", "--config.model.hidden=(16,)",
           f"--config.cpu_devices={8 // processes}",
@@ -62,6 +79,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
           "--config.method_configs.codistill_ce_stale.stale_refresh_steps=2"]
   env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
+  env.pop("CHURN_JAX_TEST_FAULT", None)
   port = port or _free_port()
   procs = []
   for i in range(processes):
@@ -69,9 +87,12 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
       env.update(CHURN_JAX_COORDINATOR=f"127.0.0.1:{port}", CHURN_JAX_PROCESS_ID=str(i),
                  CHURN_JAX_NUM_PROCESSES=str(processes), CHURN_JAX_HEARTBEAT_TIMEOUT="10")
     log = open(f"{workdir}.{processes}.{i}.log", "w")
-    main = [_INJECT] if i == unreadable_on else args[:1]
-    procs.append(subprocess.Popen([sys.executable] + main + args[1:], env=dict(env), stdout=log,
-                                  stderr=subprocess.STDOUT))
+    fault = (faults or {}).get(i)
+    main = [_FAULT] if fault else args[:1]
+    procs.append(subprocess.Popen([sys.executable] + main + args[1:],
+                                  env=dict(env, **({"CHURN_JAX_TEST_FAULT": fault} if fault
+                                                   else {})),
+                                  stdout=log, stderr=subprocess.STDOUT))
     log.close()
   return procs
 
@@ -98,6 +119,11 @@ def _differences(a, b, path=""):
     assert len(a) == len(b), path
     return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
   return [] if a == b else [(path, a, b)]
+
+
+def setUpModule():
+  global _DATA
+  _DATA = _digits_npz(tempfile.mkdtemp(prefix="multihost_data_"))
 
 
 class MultiHostTest(absltest.TestCase):
@@ -144,35 +170,37 @@ class MultiHostTest(absltest.TestCase):
       self.assertIn("4", os.listdir(os.path.join(work["vmap2"], "checkpoints", ckpt[0])))
 
   def test_stop_kill_and_unreadable_checkpoint_then_identical_results(self):
-    # 2 runs: the run axis crosses processes. Three faults in turn, then the results must equal
-    # one process's: (1) SIGTERM to process 1 only: both stop at the same step with a
-    # checkpoint (runtime/preemption.py); (2) process 1 killed: process 0 must fail soon,
-    # saying why, not hang; (3) the newest checkpoint unreadable on process 1 only: both
-    # resume from the same older step (runtime/checkpoint.py).
-    steps, single, multi = 40, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
-    # Checkpoints every 5 steps (orbax saves across processes cost ~0.3 s each); the reference
-    # needs none but its final one.
-    reference = _launch(single, 2, 1, steps=steps, methods="baseline,codistill",
-                        checkpoint_every=steps)
-    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill", checkpoint_every=5)
-    self._wait_for_checkpoint(multi, procs, after=0)
-    procs[1].send_signal(signal.SIGTERM)
-    rcs = [p.wait(timeout=240) for p in procs]
+    # 2 runs: the run axis crosses processes. Three faults in turn, each injected into process
+    # 1 only at a known checkpoint (fault_main.py), then the results must equal one process's:
+    # (1) SIGTERM: both stop at the same step with a checkpoint (runtime/preemption.py);
+    # (2) SIGKILL: process 0 must fail soon, saying why, not hang; (3) the newest checkpoint
+    # unreadable: both resume from the same older step (runtime/checkpoint.py).
+    # Checkpoints every 2 steps: co-distillation saves 2, 4 (the stop), 6 (then the kill).
+    steps, single, multi = 8, os.path.join(self.tmp, "one"), os.path.join(self.tmp, "two")
+    methods = "baseline,codistill"
+    # The reference needs no checkpoint but its final one.
+    reference = _launch(single, 2, 1, steps=steps, methods=methods, checkpoint_every=steps)
+    procs = _launch(multi, 2, 2, steps=steps, methods=methods,
+                    faults={1: "sigterm@codistill:2"})
+    rcs = [p.wait(timeout=600) for p in procs]
     logs = [self._log(multi, i) for i in range(2)]
+    self.assertIn(f"signal {int(signal.SIGTERM)} to this process at step 2", logs[1])
     self.assertEqual(rcs, [143, 143], logs[0][-2000:] + logs[1][-2000:])
     stopped = [re.findall(r"stopped at step (\d+) of codistill, checkpoint saved", log)
                for log in logs]
     self.assertLen(stopped[0], 1, logs[0][-2000:])
     self.assertEqual(stopped[0], stopped[1])
+    self.assertGreater(int(stopped[0][0]), 2)  # Stopped while training, past the signal.
+    self.assertLess(int(stopped[0][0]), 6)  # Within the agreement's latency, before step 6.
     self.assertIn(stopped[0][0], os.listdir(self._codistill_dir(multi)))
 
-    procs = _launch(multi, 2, 2, steps=steps, methods="baseline,codistill", checkpoint_every=5)
-    self._wait_for_checkpoint(multi, procs, after=int(stopped[0][0]))
-    procs[1].send_signal(signal.SIGKILL)
+    procs = _launch(multi, 2, 2, steps=steps, methods=methods, faults={1: "sigkill@codistill:6"})
+    self.assertEqual(procs[1].wait(timeout=600), -signal.SIGKILL, self._log(multi, 1)[-2000:])
     killed_at = time.time()
     rc = procs[0].wait(timeout=240)
     waited = time.time() - killed_at
     log = self._log(multi, 0)
+    self.assertIn(f"method codistill: resumed from step {stopped[0][0]}", log)
     self.assertNotEqual(rc, 0, log[-2000:])
     self.assertLess(waited, 120, log[-2000:])  # Heartbeat timeout 10 s, plus a loaded machine.
     # One line says why: main.py's "error: ..." when Python sees the failure first (a
@@ -180,11 +208,11 @@ class MultiHostTest(absltest.TestCase):
     reasons = [line for line in log.splitlines() if line.startswith("error: ") or
                "Terminating process because the JAX distributed service detected" in line]
     self.assertTrue(reasons, log[-2000:])
-    procs[1].wait()
 
     newest = max(int(s) for s in os.listdir(self._codistill_dir(multi)) if s.isdigit())
-    _wait(self, _launch(multi, 2, 2, steps=steps, methods="baseline,codistill",
-                        unreadable_on=1, checkpoint_every=5), multi)
+    self.assertGreater(newest, int(stopped[0][0]))  # Written by the killed launch.
+    _wait(self, _launch(multi, 2, 2, steps=steps, methods=methods, faults={1: "unreadable"}),
+          multi)
     logs = [self._log(multi, i) for i in range(2)]
     for log in logs:
       self.assertIn("method baseline: finished earlier, results reused", log)
@@ -208,25 +236,6 @@ class MultiHostTest(absltest.TestCase):
     names = [d for d in os.listdir(root) if d.startswith("codistill-")]
     assert len(names) == 1, names
     return os.path.join(root, names[0])
-
-  def _wait_for_checkpoint(self, workdir, procs, after):
-    """Waits until co-distillation has a finished checkpoint newer than step `after`."""
-    deadline = time.time() + 600
-    while not self._codistill_checkpointed(workdir, after):
-      self.assertLess(time.time(), deadline, "no co-distillation checkpoint appeared")
-      self.assertIsNone(procs[0].poll(), "finished before the signal; raise the steps")
-      time.sleep(0.05)
-
-  @staticmethod
-  def _codistill_checkpointed(workdir, after=0):
-    root = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(root):
-      return False
-    # Any finished step directory past `after`: orbax keeps only the newest two, so a given
-    # step may be gone again before the next poll.
-    return any(d.startswith("codistill-") and
-               any(s.isdigit() and int(s) > after for s in os.listdir(os.path.join(root, d)))
-               for d in os.listdir(root))
 
 
 if __name__ == "__main__":
