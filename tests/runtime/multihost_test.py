@@ -75,7 +75,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
           f"--config.num_train_steps={steps}", "--config.model.hidden=(16,)",
           f"--config.cpu_devices={8 // processes}",
           f"--config.checkpoint_every_steps={checkpoint_every}",
-          "--config.log_every_steps=2", "--config.progress=False",
+          "--config.log_every_steps=2", "--config.progress=False", "--config.plots=False",
           "--config.method_configs.codistill_ce_stale.stale_refresh_steps=2"]
   env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
