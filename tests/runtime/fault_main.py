@@ -7,6 +7,8 @@ CHURN_JAX_TEST_FAULT names the fault:
     checkpoint of STEP, as a preemption notice that reaches one host only.
   sigkill@METHOD:STEP: SIGKILL to this process once METHOD's checkpoint of STEP is written, as
     a host that dies.
+CHURN_JAX_TEST_FAULT_WAIT=PATH delays a signal until PATH exists (the test lets the process
+die once it has checked what it needs while the process lives, e.g. its workdir lock).
 The process signals itself at a known step, so the test needs neither a long study nor
 polling to hit training while it runs.
 """
@@ -14,6 +16,7 @@ polling to hit training while it runs.
 import os
 import signal
 import sys
+import time
 
 from churn_jax.cli import app
 from churn_jax.runtime import checkpoint
@@ -37,6 +40,9 @@ def _signalling_save(signum, method, at_step):
     if step == at_step and os.path.basename(self.directory).startswith(method + "-"):
       if signum == signal.SIGKILL:
         self.wait()  # The checkpoint is complete, then the host dies.
+      go = os.environ.get("CHURN_JAX_TEST_FAULT_WAIT")
+      while go and not os.path.exists(go):
+        time.sleep(0.05)
       print(f"fault_main: signal {signum} to this process at step {step}", flush=True)
       os.kill(os.getpid(), signum)
   return save

@@ -126,14 +126,20 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertNotEqual(kv.write("key", b"newer", if_equal=new).result().generation, b"")
     self.assertEqual(kv.read("key").result().value, b"newer")
 
-  def launch(self, workdir, steps=40, log=None, plots=True):
-    args = [sys.executable, os.path.join(_ROOT, "launch", "main.py"),
+  def launch(self, workdir, steps=20, log=None, plots=True, fault=None):
+    """The study as a process; `fault` (tests/runtime/fault_main.py's CHURN_JAX_TEST_FAULT
+    and CHURN_JAX_TEST_FAULT_WAIT) is injected into it."""
+    main = os.path.join(_ROOT, "tests", "runtime", "fault_main.py") if fault else \
+        os.path.join(_ROOT, "launch", "main.py")
+    env = dict(self.env, **dict(zip(("CHURN_JAX_TEST_FAULT", "CHURN_JAX_TEST_FAULT_WAIT"),
+                                    fault or ())))
+    args = [sys.executable, main,
             f"--config={_ROOT}/experiments/digits.py:quick", f"--workdir={workdir}",
             "--config.methods=baseline", f"--config.num_train_steps={steps}",
             "--config.model.hidden=(16,)", "--config.checkpoint_every_steps=5",
             "--config.progress=False", f"--config.plots={plots}"]
     out = open(log or os.devnull, "w")
-    proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     out.close()
     return proc
 
@@ -150,7 +156,12 @@ class GcsEmulatorTest(absltest.TestCase):
     reference = self.launch(local, plots=False)  # Only its results.json is compared.
     workdir = f"gs://{_BUCKET}/studies/digits"
     log = os.path.join(tmp, "first.log")
-    first = self.launch(workdir, log=log)
+    # The first study kills itself once its step-10 checkpoint is in the bucket, but only after
+    # the test lets it (the go file), so it still holds the lock when the second one starts.
+    # Killing it from here after seeing a checkpoint in the bucket raced the study: it was
+    # sometimes done training by then, and the rerun reused instead of resuming.
+    go = os.path.join(tmp, "go")
+    first = self.launch(workdir, log=log, fault=("sigkill@baseline:10", go))
     self._wait_for_lock(first, log)
     second_log = os.path.join(tmp, "second.log")
     second = self.launch(workdir, log=second_log)  # Refused while the first holds its lock.
@@ -159,17 +170,14 @@ class GcsEmulatorTest(absltest.TestCase):
       text = f.read()
     self.assertRegex(text, r"error: workdir gs://\S+ is in use by another study")
     self.assertEqual(code, 1)
-    # Killed once a checkpoint is finished (orbax writes a step's commit_success.txt last on
-    # gs://), so the rerun has one to resume from.
-    finished = re.compile(r"checkpoints/baseline-[^/]+/\d+/commit_success\.txt")
-    deadline = time.time() + 600
-    while not any(finished.fullmatch(f) for f in self.files(workdir)):
-      self.assertLess(time.time(), deadline, "no finished checkpoint in the bucket")
-      self._assert_alive(first, log)
-      time.sleep(0.5)
     self._assert_alive(first, log)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    with open(go, "w"):
+      pass
+    self.assertEqual(first.wait(timeout=900), -signal.SIGKILL)
+    with open(log) as f:
+      self.assertIn("fault_main: signal 9 to this process at step 10", f.read())
+    finished = re.compile(r"checkpoints/baseline-[^/]+/10/commit_success\.txt")
+    self.assertTrue([f for f in self.files(workdir) if finished.fullmatch(f)])
 
     rerun_log = os.path.join(tmp, "rerun.log")
     rerun = self.launch(workdir, log=rerun_log)  # The same command again, as a user resumes.
@@ -177,7 +185,7 @@ class GcsEmulatorTest(absltest.TestCase):
     with open(rerun_log) as f:
       text = f.read()
     self.assertEqual(code, 0, text[-3000:])
-    self.assertRegex(text, r"method baseline: resumed from step \d+")
+    self.assertIn("method baseline: resumed from step 10", text)
     self.assertEqual(reference.wait(timeout=900), 0)
 
     files = self.files(workdir)
@@ -187,7 +195,7 @@ class GcsEmulatorTest(absltest.TestCase):
                  "plots/accuracy_vs_churn.png", "plots/reliability.png",
                  "plots/training_curves.png", "curves/baseline.jsonl"):
       self.assertIn(name, files)
-    ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/40/" in f]
+    ckpt = [f for f in files if f.startswith("checkpoints/baseline-") and "/20/" in f]
     self.assertTrue(ckpt, files)  # Orbax's final checkpoint, arrays and all, in the bucket.
     from etils import epath  # pylint: disable=g-import-not-at-top
     remote = json.loads(epath.Path(f"{workdir}/results.json").read_text())["methods"]
