@@ -241,6 +241,16 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertIn("results.json", files)
     self.assertTrue([f for f in files if f.startswith("checkpoints/baseline-") and "/4/" in f],
                     files)
+    self.assertFalse([f for f in files if f.startswith("plots/")])  # --config.plots=False.
+    # `churn-jax report` on the bucket draws them afterwards from what the study left there
+    # (it once looked for results.json on the local disk and refused every gs:// workdir).
+    report = subprocess.run([python, "-m", "churn_jax.cli", "report", workdir], env=env,
+                            capture_output=True, text=True, timeout=900, cwd=tmp)
+    self.assertEqual(report.returncode, 0, report.stdout[-2000:] + report.stderr[-3000:])
+    files = self.files(workdir)
+    for name in ("plots/accuracy_vs_churn.png", "plots/reliability.png",
+                 "plots/training_curves.png", "results.md"):
+      self.assertIn(name, files)
 
   def _assert_alive(self, proc, log):
     if proc.poll() is not None:
