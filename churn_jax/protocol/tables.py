@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from churn_jax.outputs import results_files
 from churn_jax.protocol import stats
+from churn_jax.runtime import fileio
 
 # (title, key, percent): the metrics of the coefficient table. Rates in percent; SChurn,
 # entropy and NLL on their natural scale, as in results.md (SChurn can exceed 1).
@@ -179,16 +180,16 @@ VERDICT_TABLES = ("differences*.csv", "protocol_table2_*.csv")
 
 def read_verdicts(workdir: str) -> Dict[Tuple[str, str, str], str]:
   """(table file, method, metric) -> verdict of every verdict table in `workdir` (Table 2s,
-  differences*), as they are on disk now; tables of any earlier version read the same way."""
-  import glob  # pylint: disable=g-import-not-at-top
+  differences*), as they are on disk now; tables of any earlier version read the same way.
+  A gs:// workdir too (fileio: a local glob found none there, so `churn-jax report` on a bucket
+  reported every verdict as new)."""
   out = {}
   for pattern in VERDICT_TABLES:
-    for path in sorted(glob.glob(os.path.join(workdir, pattern))):
-      with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-          for column, value in row.items():
-            if column and column.startswith("d_") and column.endswith("_verdict") and value:
-              out[(os.path.basename(path), row["method"], column[2:-8])] = value
+    for path in sorted(fileio.path(workdir).glob(pattern), key=str):
+      for row in csv.DictReader(io.StringIO(path.read_text(), newline="")):
+        for column, value in row.items():
+          if column and column.startswith("d_") and column.endswith("_verdict") and value:
+            out[(path.name, row["method"], column[2:-8])] = value
   return out
 
 

@@ -150,6 +150,25 @@ class GcsEmulatorTest(absltest.TestCase):
     root = prefix[len("gs://"):].rstrip("/")
     return sorted(f[len(root):].lstrip("/") for f in fs.find(root))
 
+  def test_report_reads_the_verdict_tables_in_a_bucket(self):
+    # What `churn-jax report` compares its new verdicts with (protocol/tables.read_verdicts):
+    # the same tables read from a local folder and from the bucket give the same verdicts.
+    from churn_jax.protocol import tables  # pylint: disable=g-import-not-at-top
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    body = {"differences.csv": "method,d_churn_verdict,d_accuracy_verdict\nx,held,\n",
+            "protocol_table2_c10.csv": "method,d_churn_verdict\ny,cannot tell\n",
+            "results.csv": "method,d_churn_verdict\nz,held\n"}  # Not a verdict table.
+    local = tempfile.mkdtemp(prefix="gcs_verdicts_")
+    remote = f"gs://{_BUCKET}/verdicts"
+    for name, text in body.items():
+      with open(os.path.join(local, name), "w") as f:
+        f.write(text)
+      epath.Path(f"{remote}/{name}").write_text(text)
+    expected = {("differences.csv", "x", "churn"): "held",
+                ("protocol_table2_c10.csv", "y", "churn"): "cannot tell"}
+    self.assertEqual(tables.read_verdicts(local), expected)
+    self.assertEqual(tables.read_verdicts(remote), expected)
+
   def test_study_in_a_bucket_is_killed_resumes_identically_and_is_exclusive(self):
     tmp = tempfile.mkdtemp(prefix="gcs_")
     local = os.path.join(tmp, "local")
