@@ -5,6 +5,7 @@ CHURN_JAX_TEST_FAULT names the fault:
     read error on this host only.
   sigterm@METHOD:STEP: SIGTERM to this process right after it starts saving METHOD's
     checkpoint of STEP, as a preemption notice that reaches one host only.
+  sigint@METHOD:STEP: the same with SIGINT (Ctrl-C).
   sigkill@METHOD:STEP: SIGKILL to this process once METHOD's checkpoint of STEP is written, as
     a host that dies.
 CHURN_JAX_TEST_FAULT_WAIT=PATH delays a signal until PATH exists (the test lets the process
@@ -54,7 +55,7 @@ def _inject(fault):
     return
   kind, _, where = fault.partition("@")
   method, _, step = where.partition(":")
-  signum = {"sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}[kind]
+  signum = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}[kind]
   checkpoint.MethodCheckpointer.save = _signalling_save(signum, method, int(step))
 
 

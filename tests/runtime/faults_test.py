@@ -57,7 +57,7 @@ def _write_npz(path, seed=0, n_train=240, n_test=80, label=None):
 
 
 STUDY = ["--config=experiments/mnist1d.py:quick", "--config.methods=baseline,codistill",
-         "--config.num_runs=2", "--config.num_train_steps=600", "--config.lr.decay_steps=(400,)",
+         "--config.num_runs=2", "--config.num_train_steps=160", "--config.lr.decay_steps=(100,)",
          "--config.checkpoint_every_steps=50", "--config.batch_size=20",
          "--config.eval_batch_size=80", "--config.model.hidden=(16,)",
          "--config.log_every_steps=50", "--config.progress=False", "--config.plots=False"]
@@ -68,8 +68,8 @@ def study_config(tmp):
   config = mnist1d.get_config("quick")
   config.methods = "baseline,codistill"
   config.num_runs = 2
-  config.num_train_steps = 600
-  config.lr.decay_steps = (400,)
+  config.num_train_steps = 160
+  config.lr.decay_steps = (100,)
   config.checkpoint_every_steps = 50
   config.batch_size = 20
   config.eval_batch_size = 80
@@ -82,17 +82,22 @@ def study_config(tmp):
   return config
 
 
-def cli(tmp, workdir, *flags, umask=None, config=None):
-  """Starts launch/main.py; output goes to a file (a pipe nobody reads would block it)."""
+def cli(tmp, workdir, *flags, umask=None, config=None, fault=None):
+  """Starts launch/main.py; output goes to a file (a pipe nobody reads would block it).
+  `fault`: injected by tests/runtime/fault_main.py (CHURN_JAX_TEST_FAULT) at a known step."""
   env = dict(os.environ, PYTHONPATH=ROOT, CHURN_JAX_CACHE=tmp,
              # Compiled once by the reference run, reused by the others (same executables).
              JAX_COMPILATION_CACHE_DIR=f"{tmp}/jax_cache",
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env.pop("CHURN_JAX_TEST_FAULT", None)
+  if fault:
+    env["CHURN_JAX_TEST_FAULT"] = fault
   log = tempfile.NamedTemporaryFile("w+", dir=tmp, suffix=".log", delete=False)
   args = STUDY if config is None else config
+  main = "tests/runtime/fault_main.py" if fault else "launch/main.py"
   proc = subprocess.Popen(
-      [sys.executable, "launch/main.py", f"--workdir={workdir}", *args,
+      [sys.executable, main, f"--workdir={workdir}", *args,
        f"--config.data.npz_path={tmp}/data.npz", *flags],
       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
       preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
@@ -155,27 +160,17 @@ class StudyFaultTest(parameterized.TestCase):
     self.assertNotIn("plots/", written)  # --config.plots=False: none drawn, none listed.
     self.assertFalse(os.path.exists(f"{self.ref}/plots"))
 
-  def wait_for_checkpoint(self, proc, workdir, method, after=0):
-    """Polls until `method` has a checkpoint later than step `after`; its step."""
-    deadline = time.time() + 300
-    while True:
-      names = [os.path.basename(p) for p in glob.glob(f"{workdir}/checkpoints/{method}-*/*")]
-      steps = [int(n) for n in names if n.isdigit()]  # Not orbax's temporary folders.
-      if steps and max(steps) > after:
-        return max(steps)
-      if proc.poll() is not None:
-        self.fail(f"finished before the signal: {finish(proc)[-2000:]}")
-      self.assertLess(time.time(), deadline)
-      time.sleep(0.02)
-
   def test_sigterm_then_sigint_then_sigkill_then_rerun_is_bitwise_identical(self):
+    # Each signal is sent by the study to itself at a known checkpoint (fault_main.py), so it
+    # lands mid-method however fast the machine (polling for a checkpoint from here needed a
+    # 600-step study to stay ahead of it).
     workdir = f"{self.tmp}/signals"
-    for signum, method, code in ((signal.SIGTERM, "baseline", 143),
-                                 (signal.SIGINT, "codistill", 130)):
-      proc = cli(self.tmp, workdir)
-      self.wait_for_checkpoint(proc, workdir, method)
-      proc.send_signal(signum)
+    for fault, method, code in (("sigterm@baseline:50", "baseline", 143),
+                                ("sigint@codistill:50", "codistill", 130)):
+      proc = cli(self.tmp, workdir, fault=fault)
       output = finish(proc)
+      self.assertIn(f"fault_main: signal {int(getattr(signal, fault.split('@')[0].upper()))} "
+                    f"to this process at step 50", output)
       self.assertEqual(proc.returncode, code, output[-2000:])
       self.assertNotIn("Traceback", output)
       last = error_lines(output)[-1]
@@ -184,14 +179,13 @@ class StudyFaultTest(parameterized.TestCase):
       self.assertIsNotNone(match, last)
       step = int(match.group(1))
       self.assertTrue(glob.glob(f"{workdir}/checkpoints/{method}-*/{step}"), step)
-      self.assertLess(step, 600)  # Stopped mid-method, not at its end.
+      self.assertBetween(step, 50, 99)  # Stopped mid-method, right after the signal.
     # SIGKILL (no handler runs) once the resumed codistill has saved past the SIGINT step
     # (was tests/runtime/resume_test.py's KillResumeTest, with its own uninterrupted study).
-    proc = cli(self.tmp, workdir)
-    self.wait_for_checkpoint(proc, workdir, "codistill", after=step)
-    proc.send_signal(signal.SIGKILL)
-    finish(proc)
-    self.assertEqual(proc.returncode, -signal.SIGKILL)
+    proc = cli(self.tmp, workdir, fault="sigkill@codistill:100")
+    output = finish(proc)
+    self.assertEqual(proc.returncode, -signal.SIGKILL, output[-2000:])
+    self.assertIn(f"resumed from step {step}", output)
     self.assertEqual(list(json.loads(read(f"{workdir}/results.json"))["methods"]),
                      ["baseline"])  # Finished before the kill.
     timings_before = json.loads(read(f"{workdir}/timings.json"))
