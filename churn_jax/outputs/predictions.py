@@ -34,14 +34,6 @@ def relative_path(method: str) -> str:
   return os.path.join(DIRNAME, f"{method}.npz")
 
 
-def sha256_file(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def npz_bytes(arrays: Dict[str, Any]) -> bytes:
   """An .npz (readable by np.load) whose bytes depend only on the arrays."""
   buf = io.BytesIO()

@@ -131,3 +131,5 @@ def check_values(config) -> None:
   alpha = _number(config, "schurn_alpha")
   if alpha is not None and alpha <= 0:
     _fail(f"schurn_alpha must be > 0, got {alpha}")
+  if not isinstance(config.get("plots", True), bool):
+    _fail(f"plots must be True or False, got {config.get('plots')!r}")

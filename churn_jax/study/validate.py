@@ -106,8 +106,6 @@ def _check_numerics(config) -> None:
 def validate_config(config) -> None:
   """Checks the config itself (no data needed)."""
   config_checks.check_values(config)  # Also run by the command line before JAX loads.
-  if not isinstance(config.get("plots", True), bool):
-    _fail(f"plots must be True or False, got {config.get('plots')!r}")
   user_code.check_config(config)  # Import-path model / dataset / method kinds.
   if config.optimizer.get("name", "sgd") not in ("sgd", "adam"):
     _fail(f"unknown optimizer {config.optimizer.name!r}; known: adam, sgd")

@@ -1,6 +1,7 @@
 """Tables (md/csv/tex), the predictions file and the plots, on hand-made results (no training)."""
 
 import csv
+import hashlib
 import io
 import os
 import tempfile
@@ -92,7 +93,8 @@ class PredictionsFileTest(absltest.TestCase):
                                "ensemble_mean")
       self.assertEqual(info, again)  # Same predictions, same bytes, same sha256.
       self.assertEqual(info["path"], "predictions/ens.npz")
-      self.assertEqual(predictions.sha256_file(f"{tmp}/a/predictions/ens.npz"), info["sha256"])
+      with open(f"{tmp}/a/predictions/ens.npz", "rb") as f:
+        self.assertEqual(hashlib.sha256(f.read()).hexdigest(), info["sha256"])
       loaded = predictions.load(f"{tmp}/a/predictions/ens.npz")
       np.testing.assert_array_equal(loaded["members"], members)
       np.testing.assert_array_equal(loaded["deployed"], deployed)
