@@ -1,4 +1,5 @@
-"""launch/main.py with a fault injected into this process only (multihost_test.py).
+"""launch/main.py with a fault injected into this process only (multihost_test.py, faults_test.py,
+gcs_emulator_test.py).
 
 CHURN_JAX_TEST_FAULT names the fault:
   unreadable: the newest step of every checkpoint directory cannot be read here, as after a
