@@ -5,15 +5,47 @@ import os
 import shutil
 import tempfile
 
-# The configs' compile_cache_dir="auto" writes under $XDG_CACHE_HOME: one empty folder for the
-# whole test run, made by the process that starts the xdist workers (they and the study
-# processes they start inherit it), so tests never touch the user's cache, and a program one
-# test compiled is loaded by the next test that compiles it, as a user's second study would.
-# The cache is safe under concurrent writers (tests/runtime/compile_cache_test.py).
-if "CHURN_JAX_TEST_CACHE_HOME" not in os.environ:
-  os.environ["CHURN_JAX_TEST_CACHE_HOME"] = tempfile.mkdtemp(prefix="churn_jax_tests_cache_")
-  atexit.register(shutil.rmtree, os.environ["CHURN_JAX_TEST_CACHE_HOME"], True)
-os.environ["XDG_CACHE_HOME"] = os.environ["CHURN_JAX_TEST_CACHE_HOME"]
+# The configs' compile_cache_dir="auto" writes under $XDG_CACHE_HOME, which the tests point at
+# a folder of their own (pytest_configure below), so tests never touch the user's cache. A
+# program one test compiled is loaded by the next test that compiles it, as a user's second
+# study would, and by the next test run in this checkout: JAX keys an entry on the program,
+# the jaxlib version and the XLA flags, so an entry is only ever loaded for the very program
+# it was compiled from, and a code change recompiles exactly the programs it changed (a second
+# run of the suite: measured in README.md). The cache is safe under concurrent writers
+# (tests/runtime/compile_cache_test.py).
+
+
+def pytest_configure(config):
+  """Sets the folder once, in the process that starts the xdist workers (they and the study
+  processes they start inherit it): .pytest_cache/d/churn_jax_cache_home, which `pytest
+  --cache-clear` empties (a cold run, as CI's clean checkout has); a temporary folder, removed
+  at exit, when pytest's cache is off (-p no:cacheprovider)."""
+  if "CHURN_JAX_TEST_CACHE_HOME" not in os.environ:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+      home = str(cache.mkdir("churn_jax_cache_home"))
+    else:
+      home = tempfile.mkdtemp(prefix="churn_jax_tests_cache_")
+      atexit.register(shutil.rmtree, home, True)
+    os.environ["CHURN_JAX_TEST_CACHE_HOME"] = home
+  os.environ["XDG_CACHE_HOME"] = os.environ["CHURN_JAX_TEST_CACHE_HOME"]
+
+
+def pytest_sessionstart(session):
+  """A process that runs tests compiles through the cache from its first test, not from its
+  first study (the trainer's configure("auto")): on a second run every engine and method test
+  loads its programs too. Set without starting a JAX backend (tests that choose their devices
+  start it themselves); the xdist controller runs no test."""
+  if (getattr(session.config.option, "numprocesses", None)
+      and "PYTEST_XDIST_WORKER" not in os.environ):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  from churn_jax.runtime import compile_cache  # pylint: disable=g-import-not-at-top
+  path = compile_cache.directory(compile_cache.AUTO)
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+
+
 # Every program, however small: a test's study compiles dozens of sub-second programs, and
 # tests that build the same step again load it. Threshold 0.2 s -> 0: a full run loaded 497
 # of ~3,300 compiles instead of 248; six study-heavy test files, alternated twice on one idle

@@ -11,11 +11,13 @@ from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 import numpy as np
 
 from churn_jax import models
 from churn_jax.engine import step
 from churn_jax.models import layers
+from churn_jax.runtime import compile_cache
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 
@@ -212,6 +214,12 @@ class MaxPoolTest(parameterized.TestCase):
 class LeNetOnCpuTest(absltest.TestCase):
 
   def test_gradients_are_bitwise_reproducible_across_compilations(self):
+    # Two real compilations: without this, a persistent cache a study in this process turned
+    # on (or an earlier test run's) would hand the second call the first one's executable.
+    saved = jax.config.jax_compilation_cache_dir
+    compile_cache.configure("")
+    self.addCleanup(jax_cache.reset_cache)  # Runs last: JAX opens the restored folder anew.
+    self.addCleanup(jax.config.update, "jax_compilation_cache_dir", saved)
     model = models.LeNet5(num_classes=4)
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(32, 16, 16, 3)), jnp.float32)
