@@ -39,11 +39,25 @@ def pytest_sessionstart(session):
   if (getattr(session.config.option, "numprocesses", None)
       and "PYTEST_XDIST_WORKER" not in os.environ):
     return
+  global _WORKER_CACHE
   import jax  # pylint: disable=g-import-not-at-top
   from churn_jax.runtime import compile_cache  # pylint: disable=g-import-not-at-top
-  path = compile_cache.directory(compile_cache.AUTO)
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", path)
+  _WORKER_CACHE = compile_cache.directory(compile_cache.AUTO)
+  os.makedirs(_WORKER_CACHE, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", _WORKER_CACHE)
+
+
+_WORKER_CACHE = None
+
+
+def pytest_runtest_setup(item):  # pylint: disable=unused-argument
+  """Back to the run's cache before each test: a study with compile_cache_dir="" (or a test of
+  the cache itself) turns it off for the rest of the process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if _WORKER_CACHE and jax.config.jax_compilation_cache_dir != _WORKER_CACHE:
+    from churn_jax.runtime import compile_cache  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", _WORKER_CACHE)
+    compile_cache.jax_cache.reset_cache()  # JAX opens the folder anew (configure does too).
 
 
 # Every program, however small: a test's study compiles dozens of sub-second programs, and
