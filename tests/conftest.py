@@ -21,10 +21,13 @@ def pytest_configure(config):
   --cache-clear` empties (a cold run, as CI's clean checkout has); a temporary folder, removed
   at exit, when pytest's cache is off (-p no:cacheprovider)."""
   if "CHURN_JAX_TEST_CACHE_HOME" not in os.environ:
-    cache = getattr(config, "cache", None)
+    cache, home = getattr(config, "cache", None), None
     if cache is not None:
-      home = str(cache.mkdir("churn_jax_cache_home"))
-    else:
+      try:
+        home = str(cache.mkdir("churn_jax_cache_home"))
+      except OSError:  # A read-only checkout: a cold run in a temporary folder.
+        home = None
+    if home is None:
       home = tempfile.mkdtemp(prefix="churn_jax_tests_cache_")
       atexit.register(shutil.rmtree, home, True)
     os.environ["CHURN_JAX_TEST_CACHE_HOME"] = home
