@@ -34,6 +34,9 @@ def pytest_configure(config):
   os.environ["XDG_CACHE_HOME"] = os.environ["CHURN_JAX_TEST_CACHE_HOME"]
 
 
+_WORKER_CACHE = None  # The run's cache folder, in a process that runs tests.
+
+
 def pytest_sessionstart(session):
   """A process that runs tests compiles through the cache from its first test, not from its
   first study (the trainer's configure("auto")): on a second run every engine and method test
@@ -50,14 +53,13 @@ def pytest_sessionstart(session):
   jax.config.update("jax_compilation_cache_dir", _WORKER_CACHE)
 
 
-_WORKER_CACHE = None
-
-
 def pytest_runtest_setup(item):  # pylint: disable=unused-argument
   """Back to the run's cache before each test: a study with compile_cache_dir="" (or a test of
   the cache itself) turns it off for the rest of the process."""
+  if not _WORKER_CACHE:
+    return
   import jax  # pylint: disable=g-import-not-at-top
-  if _WORKER_CACHE and jax.config.jax_compilation_cache_dir != _WORKER_CACHE:
+  if jax.config.jax_compilation_cache_dir != _WORKER_CACHE:
     from churn_jax.runtime import compile_cache  # pylint: disable=g-import-not-at-top
     jax.config.update("jax_compilation_cache_dir", _WORKER_CACHE)
     compile_cache.jax_cache.reset_cache()  # JAX opens the folder anew (configure does too).

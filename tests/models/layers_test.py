@@ -227,7 +227,14 @@ class LeNetOnCpuTest(absltest.TestCase):
         jax.random.key(0), x[:1])
     def grads():  # A new function object each time: a new trace and compilation.
       return jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x)))))(variables)
-    first, second = grads(), grads()
+    loaded = []  # A program loaded from the persistent cache would make these two one program.
+    listener = lambda event, **_: loaded.append(event) if event.endswith("/cache_hits") else None
+    jax.monitoring.register_event_listener(listener)
+    try:
+      first, second = grads(), grads()
+    finally:
+      jax.monitoring.unregister_event_listener(listener)
+    self.assertEqual(loaded, [])
     for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second)):
       np.testing.assert_array_equal(a, b)
 
