@@ -51,8 +51,9 @@ def define_flags():
   flags.DEFINE_string("study", None, "anti_distill | rampup | table3 | nam | topk")
   flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the training data "
                      "to select coefficients on (0: select on test).")
-  flags.DEFINE_string("compare_to", "", "A finished workdir of the same study with one setting "
-                      "changed (same seeds): each plain method against its namesake there.")
+  flags.DEFINE_string("compare_to", "", "A finished workdir (a folder or gs://...) of the same "
+                      "study with one setting changed (same seeds): each plain method against "
+                      "its namesake there; checked before training.")
 
 _ANTI_BETAS = ",".join(f"{b:g}" for b in config_lib.ANTI_DISTILL_BETAS)
 # name -> (plain methods, sweep spec, reference of the control table, what it tests).
@@ -140,6 +141,31 @@ def against_study(results, other, names, other_label: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def other_results_path(compare_to: str, name: str) -> str:
+  """results.json of sub-study `name` in the --compare_to study (a local folder or gs://...)."""
+  return os.path.join(compare_to, name, "results.json") if name else os.path.join(
+      compare_to, "results.json")
+
+
+def other_results(compare_to: str, name: str) -> dict:
+  from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
+  return json.loads(fileio.read_text(other_results_path(compare_to, name)))
+
+
+def compare_to_problem(config, study: str, compare_to: str):
+  """None when every sub-study's results.json is readable under `compare_to`, else the one
+  line to print: checked before training, which the comparison would otherwise end."""
+  from churn_jax.runtime import fileio  # pylint: disable=g-import-not-at-top
+  missing = fileio.remote_backend_missing(compare_to)
+  if missing:
+    return f"--compare_to {compare_to}: {missing}"
+  for name, _ in sub_configs(config, study):
+    path = other_results_path(compare_to, name)
+    if not fileio.exists(path):
+      return f"--compare_to {compare_to} is not a finished {study} study: {path} is missing"
+  return None
+
+
 def run(config, workdir: str, study: str, validation_fraction: float,
         compare_to: str = "") -> str:
   """Trains the study's sub-studies and returns ablation.md's body (tables per sub-study)."""
@@ -169,10 +195,9 @@ def run(config, workdir: str, study: str, validation_fraction: float,
       text.append(diversity.rows_markdown(diversity.study_rows(sub_dir, results), "ensemble4",
                                          "nam_kd"))
     if compare_to:
-      other_dir = os.path.join(compare_to, name) if name else compare_to
-      with open(os.path.join(other_dir, "results.json")) as f:
-        other = json.load(f)
-      text.append(f"\n## {name or study}: each method against itself in {other_dir}\n")
+      other = other_results(compare_to, name)
+      text.append(f"\n## {name or study}: each method against itself in "
+                  f"{os.path.dirname(other_results_path(compare_to, name))}\n")
       text.append(against_study(results, other, [m for m in plain if m != "baseline"],
                                 "other"))
   return "\n".join(text)
@@ -187,9 +212,11 @@ def main(argv):  # Errors become one line and exit 1 in script.run.
     FLAGS.config.keys()
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(script.config_error(FLAGS["config"].config_filename, e)) from None
-  if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
-    print(f"error: --compare_to {FLAGS.compare_to!r} is not a directory", file=sys.stderr)
-    sys.exit(1)
+  if FLAGS.compare_to:
+    problem = compare_to_problem(FLAGS.config, FLAGS.study, FLAGS.compare_to)
+    if problem:
+      print(f"error: {problem}", file=sys.stderr)
+      sys.exit(1)
   from churn_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()  # Before anything touches a JAX backend.
   import jax  # pylint: disable=g-import-not-at-top

@@ -72,7 +72,7 @@ _ABLATION_CASES = [c for c in _STUDY_CASES if c[0] in ("no_arguments", "unknown_
     ("no_study", [QUICK, "--workdir={t}/w"], "--study is required"),
     ("study_bogus", [QUICK, "--workdir={t}/w", "--study=bogus"], "unknown study 'bogus'"),
     ("compare_to_missing", [QUICK, "--workdir={t}/w", "--study=topk", "--compare_to={t}/nope"],
-     "is not a directory")]
+     "is not a finished topk study: ")]
 
 ENTRY_POINTS = {
     "main.py": ([sys.executable, "launch/main.py"], _STUDY_CASES),

@@ -1,6 +1,11 @@
 """launch/ablations.py --compare_to: each method against its namesake in another study,
 paired by run, Holm per column; checked against scipy and Holm by hand."""
 
+import json
+import os
+import shutil
+import tempfile
+
 from absl.testing import absltest
 import numpy as np
 from scipy import stats as sp_stats
@@ -48,6 +53,31 @@ class AgainstStudyTest(absltest.TestCase):
       acc_cell = line.split(" | ")[2]
       self.assertTrue(acc_cell.startswith(f"{round(diff, 2) + 0.0:+.2f} ["), acc_cell)
       self.assertIn(f"p={ph:.3f}, Holm" if ph >= 0.001 else "p<0.001, Holm", acc_cell)
+
+
+class CompareToFolderTest(absltest.TestCase):
+  """--compare_to is checked before training: every sub-study's results.json must be there
+  (gs:// folders: tests/runtime/gcs_emulator_test.py)."""
+
+  def test_every_sub_study_needs_its_results(self):
+    ablations = _module()
+    config = testing.tiny_config()
+    other = tempfile.mkdtemp(prefix="compare_to_")
+    names = [name for name, _ in ablations.sub_configs(config, "table3")]
+    self.assertEqual(names, ["weight_decay=0", f"weight_decay={config.optimizer.weight_decay:g}"])
+    problem = lambda study: ablations.compare_to_problem(config, study, other)
+    self.assertEqual(problem("topk"), f"--compare_to {other} is not a finished topk study: "
+                                      f"{other}/results.json is missing")
+    os.makedirs(os.path.join(other, names[0]))
+    with open(os.path.join(other, names[0], "results.json"), "w") as f:
+      json.dump({"methods": {"baseline": {"num_runs": 2}}}, f)
+    # One of Table 3's two sub-studies is there: the other one is named.
+    self.assertEqual(problem("table3"), f"--compare_to {other} is not a finished table3 study: "
+                                        f"{other}/{names[1]}/results.json is missing")
+    shutil.copytree(os.path.join(other, names[0]), os.path.join(other, names[1]))
+    self.assertIsNone(problem("table3"))
+    self.assertEqual(ablations.other_results(other, names[1]),
+                     {"methods": {"baseline": {"num_runs": 2}}})
 
 
 if __name__ == "__main__":

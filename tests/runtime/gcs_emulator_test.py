@@ -169,6 +169,20 @@ class GcsEmulatorTest(absltest.TestCase):
     self.assertEqual(tables.read_verdicts(local), expected)
     self.assertEqual(tables.read_verdicts(remote), expected)
 
+  def test_ablations_compare_to_reads_a_study_in_a_bucket(self):
+    # launch/ablations.py --compare_to gs://...: checked before training, then read from there.
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    from tests import testing  # pylint: disable=g-import-not-at-top
+    ablations = testing.load_file("launch/ablations.py", "ablations_gcs")
+    config, other = testing.tiny_config(), f"gs://{_BUCKET}/compare_to/topk_all"
+    self.assertEqual(ablations.compare_to_problem(config, "topk", other),
+                     f"--compare_to {other} is not a finished topk study: "
+                     f"{other}/results.json is missing")
+    results = {"methods": {"entropy": {"num_runs": 2, "accuracy": {"values": [0.5, 0.75]}}}}
+    epath.Path(f"{other}/results.json").write_text(json.dumps(results))
+    self.assertIsNone(ablations.compare_to_problem(config, "topk", other))
+    self.assertEqual(ablations.other_results(other, ""), results)
+
   def test_study_in_a_bucket_is_killed_resumes_identically_and_is_exclusive(self):
     tmp = tempfile.mkdtemp(prefix="gcs_")
     local = os.path.join(tmp, "local")
