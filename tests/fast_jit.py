@@ -1,0 +1,33 @@
+"""jax.jit for the tests' small programs (a loss, its gradient), compiled cheaply on CPU.
+
+A test's CPU time is nearly all XLA compiling. Run eagerly, a loss compiles one program per
+primitive and shape (~25-60 ms each); jitted, one program, but XLA:CPU's default settings
+spend 0.6-1 s on a 3-member loss and its gradient (idle AMD EPYC, /tmp bench in the commit
+message). These settings change code generation only, not what is computed: -O0, the older
+elemental emitters instead of the fusion emitters, and one LLVM module (no codegen threads on
+a 2-core machine). Same loss + gradient: 0.2-0.3 s. The trainer's own step keeps its options
+(engine/step.py: compiler_options), and the study tests compile it with them.
+"""
+
+import functools
+
+import jax
+
+CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
+               "xla_cpu_parallel_codegen_split_count": 1}
+
+
+def jit(fun, **kwargs):
+  """jax.jit(fun) with CPU_OPTIONS on CPU, the backend's defaults elsewhere. The backend is
+  asked at the first call, so a module may define these at import without starting JAX."""
+  jitted = None
+
+  @functools.wraps(fun)
+  def call(*args, **call_kwargs):
+    nonlocal jitted
+    if jitted is None:
+      options = dict(CPU_OPTIONS) if jax.default_backend() == "cpu" else None
+      jitted = jax.jit(fun, compiler_options=options, **kwargs)
+    return jitted(*args, **call_kwargs)
+
+  return call
