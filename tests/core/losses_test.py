@@ -102,7 +102,7 @@ class LossesTest(chex.TestCase):
 
   def test_gradients_numerically(self):
     z = jnp.asarray(self.za[:2], jnp.float64) if jax.config.jax_enable_x64 else None
-    za, zb = jnp.asarray(self.za[:2]), jnp.asarray(self.zb[:2])
+    za, zb = self.za[:2].astype(np.float32), self.zb[:2].astype(np.float32)
     # Jitted: the finite differences call them at several points (one program, not one per op).
     # check_grads itself: chex.assert_numerical_grads multiplies atol by the input's size (here
     # 5e-2 -> 0.5), which passed a zero or a negated gradient. At 1e-2 a gradient scaled by

@@ -91,7 +91,7 @@ class MethodsTest(parameterized.TestCase):
     method = build(kind="ensemble", num_members=m)
     (value, metrics), grad = jitted_grad(method)(z, y, 0)
     np.testing.assert_allclose(value, sum(np_ce(p[i], y) for i in range(m)), rtol=1e-5)
-    np.testing.assert_allclose(metrics["ce"], value / m, rtol=1e-5)
+    np.testing.assert_allclose(metrics["ce"], float(value) / m, rtol=1e-5)
     grad = np.asarray(grad)
     single_grad = fast_jit.jit(jax.grad(lambda zi: losses.cross_entropy(zi, y)))
     for i in range(m):
@@ -128,7 +128,7 @@ class MethodsTest(parameterized.TestCase):
     np.testing.assert_allclose(value, 2 / 3, rtol=1e-5)
 
   def test_correlation_penalty_gradient_numerically(self):
-    a, b = (jnp.asarray(x, jnp.float32) for x in self.rng.normal(size=(2, 4, 3)))
+    a, b = self.rng.normal(size=(2, 4, 3)).astype(np.float32)
     # Jitted: the finite differences call it at many points (one program, not one per op).
     # Plain jax.jit: check_grads differentiates it (compiler options go on outermost jits only).
     # check_grads itself: chex.assert_numerical_grads multiplies atol by the input's size (here
@@ -306,7 +306,7 @@ class MethodsTest(parameterized.TestCase):
     np.testing.assert_allclose(full, want, rtol=1e-5)
     np.testing.assert_allclose(top_all, full, rtol=1e-6)
     sign = 1.0 if kind == "entropy" else -1.0
-    np.testing.assert_allclose(top3, 0.7 * ce + sign * 0.3 * reg, rtol=1e-5)
+    np.testing.assert_allclose(top3, 0.7 * float(ce) + sign * 0.3 * float(reg), rtol=1e-5)
     self.assertIn("entropy" if kind == "entropy" else "skl_uniform", metrics)
 
   # --- registry and deployment ------------------------------------------------------------
@@ -338,7 +338,8 @@ class MethodsTest(parameterized.TestCase):
           value0 = method.loss(logits[0], labels[0], step, extra0)[0]
           return values, metrics, value0, method.deployed_probs(probs)
 
-        values, metrics, value0, deployed = run(logits, labels, 3, extra, probs)
+        values, metrics, value0, deployed = jax.tree_util.tree_map(
+            np.asarray, run(logits, labels, 3, extra, probs))
         self.assertEqual(values.shape, (runs,))
         self.assertTrue(np.all(np.isfinite(values)))
         for name, v in metrics.items():
