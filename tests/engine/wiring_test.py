@@ -230,16 +230,21 @@ class OptimizerTest(absltest.TestCase):
     tx = step_lib.make_optimizer(opt_cfg, lr_cfg)
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(2, 1, 3, 2)), "b": rng.normal(size=(2, 1, 2))}
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-    opt_state = jax.vmap(jax.vmap(tx.init))(params)  # As the trainer: per (run, member).
+    params = jax.tree_util.tree_map(lambda a: a.astype(np.float32), params)
+    # As the trainer: per (run, member), under jit (one program each, not one per primitive).
+    opt_state = fast_jit.jit(jax.vmap(jax.vmap(tx.init)))(params)
+
+    @fast_jit.jit
+    def apply_update(grads, opt_state, params):
+      updates, opt_state = jax.vmap(jax.vmap(tx.update))(grads, opt_state, params)
+      return jax.tree_util.tree_map(lambda p, u: p + u, params, updates), opt_state
+
     ref = {k: np.asarray(v, np.float64) for k, v in params.items()}
     trace = {k: np.zeros_like(v) for k, v in ref.items()}
     for t in range(8):
       grads = {k: rng.normal(size=v.shape) for k, v in ref.items()}
-      updates, opt_state = jax.vmap(jax.vmap(tx.update))(
-          jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), grads), opt_state,
-          params)
-      params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+      params, opt_state = apply_update(
+          jax.tree_util.tree_map(lambda a: a.astype(np.float32), grads), opt_state, params)
       lr = 0.4 * t / 4 if t < 4 else (0.4 if t < 6 else 0.04)  # Linear warm-up, x0.1 at 6.
       for k in ref:
         g = grads[k] + 5e-3 * ref[k]        # L2 weight decay added to the gradient.
