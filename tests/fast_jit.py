@@ -8,7 +8,11 @@ threads on a 2-core machine). Three 3-member losses and their gradients, fresh p
 (`python benchmarks/loss_compile_cost.py`; AMD EPYC, 2 cores, shared and loaded; 33 s wall):
 eager 3.18 CPU-s (104 programs), jit 2.64, jit with the train step's options 2.40, these
 0.60 (3 programs). The trainer's step keeps its own options (engine/step.py:
-compiler_options), and the study tests compile it with them.
+compiler_options), and the study tests compile it with them. A jaxlib without one of these
+options fails each caller with "No such compile option": drop it here.
+
+Only an outermost jit takes compiler options: a function that JAX differentiates or traces
+further (jax.test_util.check_grads, a jit inside another) takes a plain jax.jit.
 """
 
 import functools

@@ -222,9 +222,9 @@ class MethodsTest(parameterized.TestCase):
     ref = sum(np_ce(p[i], y) + 0.3 * np.mean([np_soft_ce(q[j], p[i]) for j in range(m) if j != i])
               for i in range(m))
     # The loss, the functional form and the gradient on the stale peers, in one program.
-    value, anil, g = fast_jit.jit(lambda z, s: (
-        loss(z, y, 0, {"peer_logits": s})[0], mutual.anil_loss(z, y, s, 0.3)[0],
-        jax.grad(lambda s: loss(z, y, 0, {"peer_logits": s})[0])(s)))(z, stale)
+    value, anil, g = fast_jit.jit(lambda z, s, step: (
+        loss(z, y, step, {"peer_logits": s})[0], mutual.anil_loss(z, y, s, 0.3)[0],
+        jax.grad(lambda s: loss(z, y, step, {"peer_logits": s})[0])(s)))(z, stale, 0)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
     np.testing.assert_allclose(anil, ref, rtol=1e-5)
     np.testing.assert_array_equal(g, 0.0)
