@@ -23,7 +23,7 @@ from churn_jax.data import Dataset
 from churn_jax.engine import sharding, step as step_lib
 from churn_jax.study import train
 from experiments import mnist1d
-from tests import device_child, testing
+from tests import device_child, fast_jit, testing
 
 
 def np_softmax(z):
@@ -200,6 +200,7 @@ class CoefficientScheduleTest(parameterized.TestCase):
     ramp = lambda v, t: v * min(1.0, t / 25.0)
     rng = np.random.default_rng(0)
     y = np.arange(5) % 4
+    jitted = {}  # One jitted loss per entry, the step traced as the trainer passes it.
     for name, key, schedule in [
         ("codistill_entropy", "coef/entropy_beta", lambda t: ramp(0.1, t)),
         ("codistill_entropy", "coef/beta", lambda t: ramp(1.0, t)),
@@ -209,10 +210,11 @@ class CoefficientScheduleTest(parameterized.TestCase):
         ("entropy", "coef/beta", lambda t: 0.1),
         ("anti_distill", "coef/beta", lambda t: 0.5)]:
       method = build(config, name)
-      logits = jnp.asarray(rng.normal(size=(method.num_members, 5, 4)), jnp.float32)
+      loss = jitted.setdefault(name, fast_jit.jit(method.loss))
+      logits = rng.normal(size=(method.num_members, 5, 4)).astype(np.float32)
       for t in (0, 10, 25, 80):
         with self.subTest(name=name, key=key, step=t):
-          np.testing.assert_allclose(method.loss(logits, y, t)[1][key], schedule(t), rtol=1e-6,
+          np.testing.assert_allclose(loss(logits, y, t)[1][key], schedule(t), rtol=1e-6,
                                      atol=1e-8)
 
 
@@ -228,16 +230,21 @@ class OptimizerTest(absltest.TestCase):
     tx = step_lib.make_optimizer(opt_cfg, lr_cfg)
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(2, 1, 3, 2)), "b": rng.normal(size=(2, 1, 2))}
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-    opt_state = jax.vmap(jax.vmap(tx.init))(params)  # As the trainer: per (run, member).
+    params = jax.tree_util.tree_map(lambda a: a.astype(np.float32), params)
+    # As the trainer: per (run, member), under jit (one program each, not one per primitive).
+    opt_state = fast_jit.jit(jax.vmap(jax.vmap(tx.init)))(params)
+
+    @fast_jit.jit
+    def apply_update(grads, opt_state, params):
+      updates, opt_state = jax.vmap(jax.vmap(tx.update))(grads, opt_state, params)
+      return jax.tree_util.tree_map(lambda p, u: p + u, params, updates), opt_state
+
     ref = {k: np.asarray(v, np.float64) for k, v in params.items()}
     trace = {k: np.zeros_like(v) for k, v in ref.items()}
     for t in range(8):
       grads = {k: rng.normal(size=v.shape) for k, v in ref.items()}
-      updates, opt_state = jax.vmap(jax.vmap(tx.update))(
-          jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), grads), opt_state,
-          params)
-      params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+      params, opt_state = apply_update(
+          jax.tree_util.tree_map(lambda a: a.astype(np.float32), grads), opt_state, params)
       lr = 0.4 * t / 4 if t < 4 else (0.4 if t < 6 else 0.04)  # Linear warm-up, x0.1 at 6.
       for k in ref:
         g = grads[k] + 5e-3 * ref[k]        # L2 weight decay added to the gradient.
@@ -257,7 +264,10 @@ class AntiDistillGradientTest(absltest.TestCase):
     beta = 0.7
     method = methods.build("anti", ml_collections.ConfigDict(
         dict(kind="anti_distill", num_members=2, beta=beta)), 10)
-    grad = np.asarray(jax.grad(lambda z: method.loss(z, y, 0)[0])(jnp.asarray(z, jnp.float32)))
+    # Under one jit with the step traced, as the trainer calls the loss (eagerly: a program
+    # per primitive).
+    grad = np.asarray(fast_jit.jit(jax.grad(lambda z, step: method.loss(z, y, step)[0]))(
+        z.astype(np.float32), 0))
 
     def penalty(z):  # Squared batch correlation per class, mean over classes (numpy).
       a, b = np_softmax(z[0]), np_softmax(z[1])

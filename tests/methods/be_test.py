@@ -9,11 +9,10 @@ import numpy as np
 
 from churn_jax import methods, models
 from churn_jax.configs import config_lib
-from churn_jax.engine import step
 from churn_jax.methods import be_distill
 from churn_jax.models import batchensemble
 from churn_jax.study import train
-from tests import testing
+from tests import fast_jit, testing
 
 
 def np_log_softmax(z):
@@ -23,25 +22,27 @@ def np_log_softmax(z):
 
 def be_variables_from_shared(shared, be_abstract, size, bias_offsets=None):
   """BE variables whose shared weights are `shared`'s, fast weights 1 and every member's
-  bias the shared layer's bias (plus `bias_offsets[e]` for member e when given)."""
+  bias the shared layer's bias (plus `bias_offsets[e]` for member e when given). numpy:
+  eager jnp would compile a program per op and shape."""
   flat_shared = flax.traverse_util.flatten_dict(shared)
   out = {}
   for path, leaf in flax.traverse_util.flatten_dict(be_abstract).items():
     if path[-1] in ("fast_in", "fast_out"):
-      out[path] = jnp.ones(leaf.shape, leaf.dtype)
+      out[path] = np.ones(leaf.shape, leaf.dtype)
     elif path[-1] == "ensemble_bias":
-      bias = flat_shared[path[:-1] + ("bias",)]
-      offsets = np.zeros(size) if bias_offsets is None else bias_offsets
-      out[path] = jnp.stack([bias + o for o in offsets])
+      bias = np.asarray(flat_shared[path[:-1] + ("bias",)])
+      offsets = np.zeros(size, bias.dtype) if bias_offsets is None else bias_offsets
+      out[path] = np.stack([bias + o for o in offsets]).astype(bias.dtype)
     else:
       out[path] = flat_shared[path]
   return flax.traverse_util.unflatten_dict(out)
 
 
 def apply(model, training):
-  """Jitted apply returning (logits, batch_stats): one compile instead of eager dispatch."""
-  return jax.jit(lambda v, x: model.apply(v, x, train=training, mutable=["batch_stats"]),
-                 compiler_options=step.compiler_options())
+  """Jitted apply returning (logits, batch_stats): one compile instead of eager dispatch,
+  with tests/fast_jit.py's options (the train step's -O1 compiled the WRN's four applies in
+  about twice the CPU time; the equalities below hold under both)."""
+  return fast_jit.jit(lambda v, x: model.apply(v, x, train=training, mutable=["batch_stats"]))
 
 
 class BatchEnsembleLayersTest(parameterized.TestCase):
@@ -56,7 +57,7 @@ class BatchEnsembleLayersTest(parameterized.TestCase):
     be_model = models.get_model(models.batch_ensemble_variant(name), 4, ensemble_size=size,
                                 **kwargs)
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-    shared = jax.jit(shared_model.init, compiler_options=step.compiler_options())(
+    shared = fast_jit.jit(shared_model.init)(
         jax.random.key(0), x)
     abstract = jax.eval_shape(be_model.init, jax.random.key(1), x)
     be_vars = dict(shared, params=be_variables_from_shared(shared["params"],
@@ -76,8 +77,8 @@ class BatchEnsembleLayersTest(parameterized.TestCase):
       check(got_stats, want_stats, **tol)
     # Every member is the shared model on the plain batch (up to the last float bit: XLA may
     # block a matmul differently for B and E*B rows).
-    want = apply(shared_model, False)(shared, x)[0]
-    got = apply(be_model, False)(be_vars, x)[0]
+    want = np.asarray(apply(shared_model, False)(shared, x)[0])
+    got = np.asarray(apply(be_model, False)(be_vars, x)[0])
     for e in range(size):
       chex.assert_trees_all_close(got[:, e], want, rtol=1e-6, atol=1e-6)
     # Member biases are per member: an offset on member 1's classifier bias moves only it.
@@ -87,9 +88,9 @@ class BatchEnsembleLayersTest(parameterized.TestCase):
     flat = flax.traverse_util.flatten_dict(shifted["params"])
     hidden_biases = [p for p in flat if p[-1] == "ensemble_bias" and p[0] != "logits"]
     for p in hidden_biases:  # Keep hidden layers equal: only the classifier bias differs.
-      flat[p] = jnp.stack([flat[p][0]] * size)
+      flat[p] = np.stack([flat[p][0]] * size)
     shifted["params"] = flax.traverse_util.unflatten_dict(flat)
-    out = apply(be_model, False)(shifted, x)[0]
+    out = np.asarray(apply(be_model, False)(shifted, x)[0])
     chex.assert_trees_all_close(out[:, 1], want + 2.0,
                                 rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_equal(out[:, 0], out[:, 2])
@@ -100,11 +101,12 @@ class BatchEnsembleLayersTest(parameterized.TestCase):
     size, b, c_in, c_out = 3, 4, 5, 2
     layer = batchensemble.BEDense(c_out, ensemble_size=size)
     x = rng.normal(size=(size * b, c_in)).astype(np.float32)
-    v = layer.init(jax.random.key(0), x)
+    # Jitted init and apply: one program each, not one per primitive.
+    v = fast_jit.jit(layer.init)(jax.random.key(0), x)
     p = jax.tree_util.tree_map(np.asarray, v["params"])
     self.assertEqual(set(p), {"kernel", "fast_in", "fast_out", "ensemble_bias"})
     p["ensemble_bias"] = rng.normal(size=(size, c_out)).astype(np.float32)
-    got = layer.apply({"params": p}, x)
+    got = fast_jit.jit(layer.apply)({"params": p}, x)
     want = np.concatenate([((x[e * b:(e + 1) * b] * p["fast_in"][e]) @ p["kernel"])
                            * p["fast_out"][e] + p["ensemble_bias"][e] for e in range(size)])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -152,22 +154,25 @@ class BEDistillLossTest(absltest.TestCase):
                             {"teacher_logits": jnp.asarray(teacher)})
 
   def test_member_i_learns_from_teacher_member_i(self):
-    value, metrics = self.loss(self.student, self.teacher)
+    # ((loss, metrics), d loss / d student) in one program, the step traced as the trainer's.
+    loss_and_grad = fast_jit.jit(jax.value_and_grad(
+        lambda s, t, step: self.method.loss(s, self.labels, step, {"teacher_logits": t}),
+        has_aux=True))
+    (value, metrics), g0 = loss_and_grad(self.student, self.teacher, 0)
     np.testing.assert_allclose(value, np_member_loss(self.student[0], self.labels, self.teacher,
                                                      0.4, 2.0), rtol=1e-5)
     self.assertEqual(set(metrics), {"ce", "kd", "alpha"})
     # Permuting the teacher's members changes the loss (a mean-of-teachers target would not).
-    permuted, _ = self.loss(self.student, self.teacher[::-1])
+    (permuted, _), _ = loss_and_grad(self.student, self.teacher[::-1], 0)
     self.assertGreater(abs(float(permuted) - float(value)), 1e-3)
     # The gradient on student member 0 depends on teacher member 0 only.
-    grad = jax.jit(lambda t: jax.grad(lambda s: self.method.loss(
-        s, self.labels, 0, {"teacher_logits": t})[0])(jnp.asarray(self.student)))
     changed = self.teacher.copy()
     changed[1] = self.rng.normal(size=changed[1].shape)  # A new distribution for member 1.
-    g0, g1 = grad(self.teacher), grad(changed)
+    g1 = loss_and_grad(self.student, changed, 0)[1]
+    g0, g1 = np.asarray(g0), np.asarray(g1)
     chex.assert_trees_all_close(g0[:, :, 0], g1[:, :, 0], rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(g0[:, :, 2], g1[:, :, 2], rtol=1e-6, atol=1e-7)
-    self.assertGreater(float(jnp.abs(g0[:, :, 1] - g1[:, :, 1]).max()), 1e-4)
+    self.assertGreater(np.abs(g0[:, :, 1] - g1[:, :, 1]).max(), 1e-4)
 
   def test_boundary_shapes_and_teacher_size(self):
     with self.assertRaises(AssertionError):  # (M, B, K) without the member axis.
@@ -188,9 +193,10 @@ class BEDistillLossTest(absltest.TestCase):
                        {"teacher_logits": jnp.asarray(teacher)})
 
   def test_deployed_prediction_is_the_mean_of_the_members(self):
-    probs = jax.nn.softmax(jnp.asarray(self.rng.normal(size=(2, 1, 6, 3, 4))), axis=-1)
-    chex.assert_trees_all_close(self.method.deployed_probs(probs), probs[:, 0].mean(axis=2),
-                                rtol=1e-6)
+    logits = self.rng.normal(size=(2, 1, 6, 3, 4)).astype(np.float32)
+    probs = np.exp(np_log_softmax(logits))
+    chex.assert_trees_all_close(fast_jit.jit(self.method.deployed_probs)(probs),
+                                probs[:, 0].mean(axis=2), rtol=1e-6)
 
   def test_config_entry(self):
     configs = config_lib.all_method_configs(0.2, 0.05, 1.0)

@@ -1,10 +1,18 @@
-"""Method losses against independent numpy computations, and where their gradients flow."""
+"""Method losses against independent numpy computations, and where their gradients flow.
+
+The code under test runs under jit, as the trainer runs it (engine/step.py jits the mapped
+loss): the step and labels are traced, not Python values, and each test compiles one program
+per function and shape instead of one per primitive it would run eagerly (a test's CPU time
+is nearly all XLA compiling). The test's own bookkeeping is numpy. PaperFidelityTest keeps an
+eager variant of a whole method loss, and core/losses_test.py runs the losses eagerly.
+"""
 
 import itertools
 
 from absl.testing import absltest, parameterized
 import chex
 import jax
+from jax import test_util as jtu
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -13,6 +21,7 @@ from churn_jax import methods
 from churn_jax.configs import config_lib
 from churn_jax.core import losses
 from churn_jax.methods import mutual
+from tests import fast_jit
 
 
 def np_softmax(z):
@@ -42,6 +51,19 @@ def np_corr_penalty(a, b):
   return np.mean([np.corrcoef(a[:, k], b[:, k])[0, 1] ** 2 for k in range(a.shape[1])])
 
 
+def jitted(method):
+  """method.loss under jit, step traced as the trainer passes it."""
+  return fast_jit.jit(method.loss)
+
+
+def jitted_grad(method):
+  """((value, metrics), d value / d logits) of method.loss, under one jit (step traced)."""
+  return fast_jit.jit(jax.value_and_grad(method.loss, has_aux=True))
+
+
+_corr = fast_jit.jit(losses.batch_correlation_penalty)
+
+
 def cfg(**kwargs):
   return ml_collections.ConfigDict(kwargs)
 
@@ -67,13 +89,14 @@ class MethodsTest(parameterized.TestCase):
   def test_ensemble_value_and_independent_gradients(self, m):
     z, y, p = self.inputs(m)
     method = build(kind="ensemble", num_members=m)
-    value, metrics = method.loss(jnp.asarray(z), y, 0)
+    (value, metrics), grad = jitted_grad(method)(z, y, 0)
     np.testing.assert_allclose(value, sum(np_ce(p[i], y) for i in range(m)), rtol=1e-5)
-    np.testing.assert_allclose(metrics["ce"], value / m, rtol=1e-5)
-    grad = jax.grad(lambda z: method.loss(z, y, 0)[0])(jnp.asarray(z))
+    np.testing.assert_allclose(metrics["ce"], float(value) / m, rtol=1e-5)
+    grad = np.asarray(grad)
+    single_grad = fast_jit.jit(jax.grad(lambda zi: losses.cross_entropy(zi, y)))
     for i in range(m):
       # Exactly the single-model CE gradient: (p_i - onehot) / B.
-      single = jax.grad(lambda zi: losses.cross_entropy(zi, y))(jnp.asarray(z[i]))
+      single = single_grad(z[i])
       np.testing.assert_allclose(grad[i], single, atol=1e-6)
       np.testing.assert_allclose(grad[i], (p[i] - np.eye(4)[y]) / len(y), atol=1e-6)
     self.assertEqual((method.prediction, method.training_cost, method.inference_cost),
@@ -83,33 +106,36 @@ class MethodsTest(parameterized.TestCase):
 
   def test_correlation_penalty_matches_corrcoef_and_is_symmetric(self):
     a, b = self.rng.normal(size=(2, 6, 5))
-    np.testing.assert_allclose(losses.batch_correlation_penalty(a, b), np_corr_penalty(a, b),
-                               rtol=1e-4)
-    np.testing.assert_allclose(losses.batch_correlation_penalty(a, b),
-                               losses.batch_correlation_penalty(b, a), rtol=1e-6)
+    np.testing.assert_allclose(_corr(a, b), np_corr_penalty(a, b), rtol=1e-4)
+    np.testing.assert_allclose(_corr(a, b), _corr(b, a), rtol=1e-6)
 
   def test_correlation_penalty_zero_for_uncorrelated_one_for_identical(self):
     # Orthogonal centred batch patterns: every class column of `a` is uncorrelated with `b`'s.
     u, v, w = np.array([[1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], np.float32)
     a = np.stack([u, v, w], 1) + np.array([0.3, 0.5, 0.2])     # (B=4, K=3), shifted columns
     b = np.stack([v, w, u], 1) * 2.0 + np.array([0.1, 0.7, 0.4])
-    self.assertAlmostEqual(float(losses.batch_correlation_penalty(a, b)), 0.0, places=6)
+    self.assertAlmostEqual(float(_corr(a, b)), 0.0, places=6)
     self.assertAlmostEqual(float(np_corr_penalty(a, b)), 0.0, places=6)
     # Identical (or affinely related, either sign) outputs: the maximum, 1.
-    self.assertAlmostEqual(float(losses.batch_correlation_penalty(a, a)), 1.0, places=5)
-    self.assertAlmostEqual(float(losses.batch_correlation_penalty(a, -3 * a + 1)), 1.0, places=5)
+    self.assertAlmostEqual(float(_corr(a, a)), 1.0, places=5)
+    self.assertAlmostEqual(float(_corr(a, -3 * a + 1)), 1.0, places=5)
 
   def test_correlation_penalty_constant_column_is_finite(self):
     a = self.rng.normal(size=(5, 3)).astype(np.float32)
     a[:, 1] = 0.25  # No variance across the batch: rho = 0 and a finite gradient.
-    g = jax.grad(losses.batch_correlation_penalty)(jnp.asarray(a), jnp.asarray(a))
+    value, g = fast_jit.jit(jax.value_and_grad(losses.batch_correlation_penalty))(a, a)
     self.assertTrue(np.all(np.isfinite(g)))
-    np.testing.assert_allclose(losses.batch_correlation_penalty(a, a), 2 / 3, rtol=1e-5)
+    np.testing.assert_allclose(value, 2 / 3, rtol=1e-5)
 
   def test_correlation_penalty_gradient_numerically(self):
-    a, b = (jnp.asarray(x, jnp.float32) for x in self.rng.normal(size=(2, 4, 3)))
-    chex.assert_numerical_grads(lambda a: losses.batch_correlation_penalty(a, b), (a,), order=1,
-                                atol=5e-2, rtol=5e-2)
+    a, b = self.rng.normal(size=(2, 4, 3)).astype(np.float32)
+    # Jitted: the finite differences call it at many points (one program, not one per op).
+    # Plain jax.jit: check_grads differentiates it (compiler options go on outermost jits only).
+    # check_grads itself: chex.assert_numerical_grads multiplies atol by the input's size (here
+    # 5e-2 -> 0.6, with a penalty in [0, 1]), which passed a zero gradient. At 1e-2 a gradient
+    # scaled by 0.5 fails; the true one passes at 3e-3 too (float32 finite differences).
+    jtu.check_grads(lambda a: jax.jit(losses.batch_correlation_penalty)(a, b), (a,),
+                              order=1, atol=1e-2, rtol=1e-2)
 
   @parameterized.product(m=(2, 3), outputs=("probs", "logits"))
   def test_anti_distill_value(self, m, outputs):
@@ -118,7 +144,7 @@ class MethodsTest(parameterized.TestCase):
     out = p if outputs == "probs" else z.astype(np.float64)
     pairs = list(itertools.combinations(range(m), 2))
     corr = np.mean([np_corr_penalty(out[i], out[j]) for i, j in pairs])
-    value, metrics = method.loss(jnp.asarray(z), y, 0)
+    value, metrics = jitted(method)(z, y, 0)
     np.testing.assert_allclose(metrics["correlation"], corr, rtol=1e-4)
     np.testing.assert_allclose(value, sum(np_ce(p[i], y) for i in range(m)) + 0.7 * corr,
                                rtol=1e-4)
@@ -127,16 +153,17 @@ class MethodsTest(parameterized.TestCase):
   def test_anti_distill_swap_invariant_and_joint_gradient(self):
     z, y, _ = self.inputs(2)
     method = build(kind="anti_distill", beta=1.0)
-    value = method.loss(jnp.asarray(z), y, 0)[0]
-    np.testing.assert_allclose(method.loss(jnp.asarray(z[::-1]), y, 0)[0], value, rtol=1e-6)
+    loss = jitted(method)
+    value = loss(z, y, 0)[0]
+    np.testing.assert_allclose(loss(z[::-1], y, 0)[0], value, rtol=1e-6)
     # The penalty's gradient reaches both members (joint updates).
-    g = jax.grad(lambda z: losses.batch_correlation_penalty(jax.nn.softmax(z[0]),
-                                                            jax.nn.softmax(z[1])))(jnp.asarray(z))
-    self.assertGreater(float(jnp.abs(g[0]).max()), 1e-4)
-    self.assertGreater(float(jnp.abs(g[1]).max()), 1e-4)
+    g = np.asarray(fast_jit.jit(jax.grad(lambda z: losses.batch_correlation_penalty(
+        jax.nn.softmax(z[0]), jax.nn.softmax(z[1]))))(z))
+    self.assertGreater(np.abs(g[0]).max(), 1e-4)
+    self.assertGreater(np.abs(g[1]).max(), 1e-4)
     # Identical members are maximally correlated.
-    same = jnp.asarray(np.stack([z[0], z[0]]))
-    self.assertAlmostEqual(float(method.loss(same, y, 0)[1]["correlation"]), 1.0, places=4)
+    same = np.stack([z[0], z[0]])
+    self.assertAlmostEqual(float(loss(same, y, 0)[1]["correlation"]), 1.0, places=4)
 
   # --- peer distillation with stop-gradient peers: mutual, codistill_ce ---------------------
 
@@ -148,7 +175,7 @@ class MethodsTest(parameterized.TestCase):
     dist = np_kl if kind == "mutual" else np_soft_ce
     ref = sum(np_ce(p[i], y) + beta * np.mean([dist(p[j], p[i]) for j in range(m) if j != i])
               for i in range(m))
-    value, metrics = method.loss(jnp.asarray(z), y, 0)
+    value, metrics = jitted(method)(z, y, 0)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
     np.testing.assert_allclose(metrics["coef/beta"], beta)
     self.assertEqual((method.prediction, method.num_members, method.training_cost),
@@ -157,17 +184,19 @@ class MethodsTest(parameterized.TestCase):
   @parameterized.product(m=(2, 3), distance=("kl", "ce"))
   def test_peer_distillation_gradients_skip_the_peer_path(self, m, distance):
     z, y, p = self.inputs(m)
-    z, beta = jnp.asarray(z), 0.5
+    beta = 0.5
+    # jac[i, j] = d (member i's term) / d z_j, with peers = the members themselves (the
+    # fresh-peer method).
+    jac = np.asarray(fast_jit.jit(jax.jacrev(
+        lambda z: mutual.member_terms(z, y, z, beta, distance)[0]))(z))
     for i in range(m):
-      # Member i's term, with peers = the members themselves (the fresh-peer method).
-      g = jax.grad(lambda z: mutual.member_terms(z, y, z, beta, distance)[0][i])(z)
       for j in range(m):
         if j != i:
-          np.testing.assert_array_equal(g[j], 0.0)
+          np.testing.assert_array_equal(jac[i, j], 0.0)
     # Full gradient: d/dz_i = (p_i - onehot + beta * (p_i - mean_{j != i} p_j)) / B.
     kind = "mutual" if distance == "kl" else "codistill_ce"
     method = build(kind=kind, num_members=m, beta=beta)
-    grad = jax.grad(lambda z: method.loss(z, y, 0)[0])(z)
+    grad = np.asarray(jitted_grad(method)(z, y, 0)[1])
     for i in range(m):
       peers = np.mean([p[j] for j in range(m) if j != i], 0)
       ref = (p[i] - np.eye(4)[y] + beta * (p[i] - peers)) / len(y)
@@ -177,10 +206,11 @@ class MethodsTest(parameterized.TestCase):
     z, y, p = self.inputs(2)
     method = build(kind="codistill_ce", beta=dict(kind="step_burnin", value=2.0, burnin_steps=10))
     ce = np_ce(p[0], y) + np_ce(p[1], y)
-    value, metrics = method.loss(jnp.asarray(z), y, 9)
+    loss = jitted(method)  # One program: the step is traced, as the trainer passes it.
+    value, metrics = loss(z, y, 9)
     np.testing.assert_allclose(value, ce, rtol=1e-5)  # Plain CE before the burn-in step.
     self.assertEqual(float(metrics["coef/beta"]), 0.0)
-    value, _ = method.loss(jnp.asarray(z), y, 10)
+    value, _ = loss(z, y, 10)
     ref = ce + 2.0 * (np_soft_ce(p[1], p[0]) + np_soft_ce(p[0], p[1]))
     np.testing.assert_allclose(value, ref, rtol=1e-5)
 
@@ -191,11 +221,12 @@ class MethodsTest(parameterized.TestCase):
     loss = mutual.make_loss(lambda step: 0.3, "ce", use_stale=True)
     ref = sum(np_ce(p[i], y) + 0.3 * np.mean([np_soft_ce(q[j], p[i]) for j in range(m) if j != i])
               for i in range(m))
-    extra = {"peer_logits": jnp.asarray(stale)}
-    np.testing.assert_allclose(loss(jnp.asarray(z), y, 0, extra)[0], ref, rtol=1e-5)
-    np.testing.assert_allclose(mutual.anil_loss(jnp.asarray(z), y, jnp.asarray(stale), 0.3)[0],
-                               ref, rtol=1e-5)
-    g = jax.grad(lambda s: loss(jnp.asarray(z), y, 0, {"peer_logits": s})[0])(jnp.asarray(stale))
+    # The loss, the functional form and the gradient on the stale peers, in one program.
+    value, anil, g = fast_jit.jit(lambda z, s, step: (
+        loss(z, y, step, {"peer_logits": s})[0], mutual.anil_loss(z, y, s, 0.3)[0],
+        jax.grad(lambda s: loss(z, y, step, {"peer_logits": s})[0])(s)))(z, stale, 0)
+    np.testing.assert_allclose(value, ref, rtol=1e-5)
+    np.testing.assert_allclose(anil, ref, rtol=1e-5)
     np.testing.assert_array_equal(g, 0.0)
 
   # --- co-distillation with symmetric KL, joint updates ------------------------------------
@@ -209,7 +240,7 @@ class MethodsTest(parameterized.TestCase):
     ce = sum(np_ce(p[i], y) for i in range(m))
     ent = sum(np_entropy(p[i]) for i in range(m))
     ref = (1 - entropy_beta) * ce + entropy_beta * ent + 0.8 * skl
-    value, metrics = method.loss(jnp.asarray(z), y, 0)
+    value, metrics = jitted(method)(z, y, 0)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
     np.testing.assert_allclose(metrics["skl"], skl, rtol=1e-5)
 
@@ -218,7 +249,7 @@ class MethodsTest(parameterized.TestCase):
     z, y, p = self.inputs(m)
     beta = 0.8
     method = build(kind="codistill", num_members=m, beta=beta)
-    grad = jax.grad(lambda z: method.loss(z, y, 0)[0])(jnp.asarray(z))
+    grad = np.asarray(jitted_grad(method)(z, y, 0)[1])
 
     def skl_grad(pa, pb):  # d/dz_a [KL(pa||pb) + KL(pb||pa)], per example.
       kl_ab = np.sum(pa * (np.log(pa) - np.log(pb)), -1, keepdims=True)
@@ -230,27 +261,30 @@ class MethodsTest(parameterized.TestCase):
       ref = (p[i] - np.eye(4)[y] + beta * coupling) / len(y)
       np.testing.assert_allclose(grad[i], ref, atol=1e-6)
     # Joint: the SKL of pair (0, 1) has a non-zero gradient on both of its members.
-    g = jax.grad(lambda z: losses.symmetric_kl(z[0], z[1]))(jnp.asarray(z))
-    self.assertGreater(float(jnp.abs(g[0]).max()), 1e-4)
-    self.assertGreater(float(jnp.abs(g[1]).max()), 1e-4)
+    g = np.asarray(fast_jit.jit(jax.grad(lambda z: losses.symmetric_kl(z[0], z[1])))(z))
+    self.assertGreater(np.abs(g[0]).max(), 1e-4)
+    self.assertGreater(np.abs(g[1]).max(), 1e-4)
 
   # --- top-k regularisers -----------------------------------------------------------------
 
   def test_top_k_regularisers(self):
     z, _, p = self.inputs(1, b=6, k=5)
     z, p = z[0], p[0]
-    np.testing.assert_allclose(losses.top_k_entropy(z, 5), losses.entropy(z), rtol=1e-6)
-    np.testing.assert_allclose(losses.top_k_skl_to_uniform(z, 5), losses.skl_to_uniform(z),
-                               rtol=1e-6)
+    out = fast_jit.jit(lambda z: dict(
+        ent5=losses.top_k_entropy(z, 5), ent=losses.entropy(z),
+        skl5=losses.top_k_skl_to_uniform(z, 5), skl=losses.skl_to_uniform(z),
+        ent3=losses.top_k_entropy(z, 3), skl3=losses.top_k_skl_to_uniform(z, 3),
+        grad3=jax.grad(lambda z: losses.top_k_entropy(z, 3))(z)))(z)
+    np.testing.assert_allclose(out["ent5"], out["ent"], rtol=1e-6)
+    np.testing.assert_allclose(out["skl5"], out["skl"], rtol=1e-6)
     # k < K: the top-k probabilities renormalised, against numpy.
     top = np.sort(p, -1)[:, -3:]
     q = top / top.sum(-1, keepdims=True)
-    np.testing.assert_allclose(losses.top_k_entropy(z, 3), np_entropy(q), rtol=1e-5)
+    np.testing.assert_allclose(out["ent3"], np_entropy(q), rtol=1e-5)
     u = np.full_like(q, 1 / 3)
-    np.testing.assert_allclose(losses.top_k_skl_to_uniform(z, 3), np_kl(q, u) + np_kl(u, q),
-                               rtol=1e-5)
+    np.testing.assert_allclose(out["skl3"], np_kl(q, u) + np_kl(u, q), rtol=1e-5)
     # Only the top-k logits receive gradient.
-    g = jax.grad(lambda z: losses.top_k_entropy(z, 3))(jnp.asarray(z))
+    g = out["grad3"]
     bottom = np.argsort(z, -1)[:, :2]
     np.testing.assert_array_equal(np.take_along_axis(np.asarray(g), bottom, -1), 0.0)
     with self.assertRaisesRegex(ValueError, "top_k"):
@@ -259,18 +293,20 @@ class MethodsTest(parameterized.TestCase):
   @parameterized.parameters("entropy", "skl")
   def test_regularized_top_k(self, kind):
     z, y, _ = self.inputs(1, b=6, k=5)
-    z = jnp.asarray(z)
-    full = build(kind=kind, beta=0.3).loss(z, y, 0)
-    top_all = build(kind=kind, beta=0.3, top_k=5).loss(z, y, 0)
+    full_method, top_all_method, top3_method = (
+        build(kind=kind, beta=0.3, **top_k) for top_k in ({}, dict(top_k=5), dict(top_k=3)))
     objective = (losses.minimum_entropy_objective if kind == "entropy"
                  else losses.skl_uniform_objective)
-    np.testing.assert_allclose(full[0], objective(z[0], y, 0.3), rtol=1e-5)
-    np.testing.assert_allclose(top_all[0], full[0], rtol=1e-6)
-    top3, metrics = build(kind=kind, beta=0.3, top_k=3).loss(z, y, 0)
-    reg = (losses.top_k_entropy if kind == "entropy" else losses.top_k_skl_to_uniform)(z[0], 3)
+    top_k_reg = losses.top_k_entropy if kind == "entropy" else losses.top_k_skl_to_uniform
+    # The three methods and the functional forms, in one program (step traced).
+    full, top_all, (top3, metrics), want, reg, ce = fast_jit.jit(lambda z, y, step: (
+        full_method.loss(z, y, step)[0], top_all_method.loss(z, y, step)[0],
+        top3_method.loss(z, y, step), objective(z[0], y, 0.3), top_k_reg(z[0], 3),
+        losses.cross_entropy(z[0], y)))(z, y, 0)
+    np.testing.assert_allclose(full, want, rtol=1e-5)
+    np.testing.assert_allclose(top_all, full, rtol=1e-6)
     sign = 1.0 if kind == "entropy" else -1.0
-    np.testing.assert_allclose(top3, 0.7 * losses.cross_entropy(z[0], y) + sign * 0.3 * reg,
-                               rtol=1e-5)
+    np.testing.assert_allclose(top3, 0.7 * float(ce) + sign * 0.3 * float(reg), rtol=1e-5)
     self.assertIn("entropy" if kind == "entropy" else "skl_uniform", metrics)
 
   # --- registry and deployment ------------------------------------------------------------
@@ -284,34 +320,43 @@ class MethodsTest(parameterized.TestCase):
         self.assertEqual(method.name, kind)
         m = method.num_members
         heads = (method.model_ensemble_size,) if method.model_ensemble_size > 1 else ()
-        logits = jnp.asarray(self.rng.normal(size=(runs, m, b) + heads + (k,)), jnp.float32)
-        labels = jnp.asarray(self.rng.integers(0, k, size=(runs, b)))
+        logits = self.rng.normal(size=(runs, m, b) + heads + (k,)).astype(np.float32)
+        labels = self.rng.integers(0, k, size=(runs, b))
         # What the trainer passes beyond the logits (a 2-member teacher here).
-        extra = {name: jnp.asarray(self.rng.normal(size=(runs, 2, b, k)), jnp.float32)
+        extra = {name: self.rng.normal(size=(runs, 2, b, k)).astype(np.float32)
                  for name in ("teacher_logits", "peer_logits", "aux_teacher_logits")}
         extra["aux_logits"] = logits
-        # Exactly how step.py calls the loss: mapped over runs, step shared.
-        values, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
-            logits, labels, jnp.asarray(3), extra)
+        probs = np_softmax(logits)
+
+        @fast_jit.jit
+        def run(logits, labels, step, extra, probs, method=method):
+          # Exactly how step.py calls the loss: mapped over runs, step shared (and traced).
+          values, metrics = jax.vmap(method.loss, in_axes=(0, 0, None, 0))(
+              logits, labels, step, extra)
+          # Run 0 alone: the unmapped loss on its slice.
+          extra0 = jax.tree_util.tree_map(lambda a: a[0], extra)
+          value0 = method.loss(logits[0], labels[0], step, extra0)[0]
+          return values, metrics, value0, method.deployed_probs(probs)
+
+        values, metrics, value0, deployed = jax.tree_util.tree_map(
+            np.asarray, run(logits, labels, 3, extra, probs))
         self.assertEqual(values.shape, (runs,))
         self.assertTrue(np.all(np.isfinite(values)))
         for name, v in metrics.items():
           self.assertEqual(v.shape, (runs,), name)
         # Runs never see each other: run 0's loss equals the unmapped loss on its slice.
-        extra0 = jax.tree_util.tree_map(lambda a: a[0], extra)
-        np.testing.assert_allclose(values[0], method.loss(logits[0], labels[0], 3, extra0)[0],
-                                   rtol=1e-5)
-        probs = jax.nn.softmax(logits)
+        np.testing.assert_allclose(values[0], value0, rtol=1e-5)
         flat = probs.mean(3) if heads else probs  # A BatchEnsemble model deploys its mean.
         expected = flat[:, 0] if method.prediction == "member0" else flat.mean(1)
-        np.testing.assert_allclose(method.deployed_probs(probs), expected, rtol=1e-6)
+        np.testing.assert_allclose(deployed, expected, rtol=1e-6)
 
   def test_deployed_probs(self):
     probs = np_softmax(self.rng.normal(size=(2, 3, 4, 5)))
     ens = build(kind="ensemble", num_members=3)
     mut = build(kind="mutual", num_members=3)
-    np.testing.assert_allclose(ens.deployed_probs(jnp.asarray(probs)), probs.mean(1), rtol=1e-6)
-    np.testing.assert_allclose(mut.deployed_probs(jnp.asarray(probs)), probs[:, 0], rtol=1e-6)
+    got_ens, got_mut = fast_jit.jit(lambda p: (ens.deployed_probs(p), mut.deployed_probs(p)))(probs)
+    np.testing.assert_allclose(got_ens, probs.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(got_mut, probs[:, 0], rtol=1e-6)
 
   def test_default_method_configs_build(self):
     for name, entry in config_lib.method_configs(0.2, 0.05, 1.0, 0.5).items():
@@ -363,11 +408,11 @@ class PaperFidelityTest(parameterized.TestCase):
     y = np.stack([np.arange(5) % 4, (np.arange(5) + 1) % 4])  # (M, B): independent batches.
     method = build(kind="ensemble", num_members=2)
     self.assertEqual((method.member_data, method.streams_per_run), ("independent", 2))
-    value, _ = method.loss(jnp.asarray(z), y, 0)
+    value, _ = jitted(method)(z, y, 0)
     np.testing.assert_allclose(value, np_ce(p[0], y[0]) + np_ce(p[1], y[1]), rtol=1e-5)
     shared = build(kind="ensemble", num_members=2, member_data="shared")
     self.assertEqual(shared.streams_per_run, 1)
-    np.testing.assert_allclose(shared.loss(jnp.asarray(z), y[0], 0)[0],
+    np.testing.assert_allclose(jitted(shared)(z, y[0], 0)[0],
                                np_ce(p[0], y[0]) + np_ce(p[1], y[0]), rtol=1e-5)
     with self.assertRaisesRegex(ValueError, "member_data"):
       build(kind="ensemble", member_data="sometimes")
