@@ -65,6 +65,17 @@ def pytest_runtest_setup(item):  # pylint: disable=unused-argument
     compile_cache.jax_cache.reset_cache()  # JAX opens the folder anew (configure does too).
 
 
+# The studies of a test run compile their step, predict and init with tests/fast_jit.py's
+# cheaper XLA:CPU options (engine/step.py: $CHURN_JAX_CPU_COMPILER_OPTIONS; every process
+# started from here inherits it): six study-heavy test files took 133 CPU-s at the shipped -O1,
+# 77 with these, all passing. The shipped options are pinned by tests/engine/step_options_test.py
+# (same bits as these and as none, on LeNet-5) and used where a bitwise claim is about them
+# (numerics_test's remat). `CHURN_JAX_CPU_COMPILER_OPTIONS= pytest ...` runs the shipped ones.
+if "CHURN_JAX_CPU_COMPILER_OPTIONS" not in os.environ:
+  import json  # pylint: disable=g-import-not-at-top
+  from tests import fast_jit  # pylint: disable=g-import-not-at-top
+  os.environ["CHURN_JAX_CPU_COMPILER_OPTIONS"] = json.dumps(fast_jit.CPU_OPTIONS)
+
 # Every program, however small: a test's study compiles dozens of sub-second programs, and
 # tests that build the same step again load it. Threshold 0.2 s -> 0: a full run loaded 497
 # of ~3,300 compiles instead of 248; six study-heavy test files, alternated twice on one idle

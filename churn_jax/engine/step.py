@@ -1,6 +1,8 @@
 """The stacked train state, the optimizer, and the one jitted update for the whole stack."""
 
 import functools
+import json
+import os
 from typing import Any, Callable, Optional, Tuple
 
 import flax
@@ -125,13 +127,49 @@ def _transform_inputs(method: Method, model, teacher, x, rngs, strategy, x_range
 # the MLP (docs/PERFORMANCE.md; tests/engine/step_options_test.py). The library convolutions (YNNPACK,
 # Eigen) are precompiled and unaffected.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+# A JSON object of XLA options in this variable replaces CPU_COMPILER_OPTIONS, in every process
+# that inherits it: where compiling costs more than running (the tests' tiny studies,
+# tests/conftest.py, which use -O0 without the fusion emitters and with one LLVM module, ~40%
+# less CPU on study-heavy test files). Other options may change the last bits of results that
+# are bitwise equal at the shipped ones (remat at -O1 without the fusion emitters: measured).
+CPU_OPTIONS_ENV = "CHURN_JAX_CPU_COMPILER_OPTIONS"
+
+
+def _env_options() -> Optional[dict]:
+  text = os.environ.get(CPU_OPTIONS_ENV, "")
+  if not text:
+    return None
+  try:
+    options = json.loads(text)
+  except ValueError:
+    options = None
+  if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+    raise ValueError(f"${CPU_OPTIONS_ENV} must be a JSON object of XLA options, got {text!r}")
+  return options
 
 
 def compiler_options(backend: Optional[str] = None) -> Optional[dict]:
-  """XLA options for the train step on `backend` (default: JAX's): CPU_COMPILER_OPTIONS on
-  CPU, none elsewhere (GPU and TPU compile with their own defaults)."""
+  """XLA options for the train step on `backend` (default: JAX's): CPU_COMPILER_OPTIONS (or
+  $CHURN_JAX_CPU_COMPILER_OPTIONS) on CPU, none elsewhere (GPU and TPU compile with their own
+  defaults)."""
   backend = backend or jax.default_backend()
-  return dict(CPU_COMPILER_OPTIONS) if backend == "cpu" else None
+  if backend != "cpu":
+    return None
+  options = _env_options()
+  return dict(CPU_COMPILER_OPTIONS) if options is None else options
+
+
+def check_compiler_options() -> None:
+  """Compiles a trivial program with compiler_options(): a bad name or value fails here, as one
+  ValueError before the study writes anything, not at its first step."""
+  options = compiler_options()
+  if not options:
+    return
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(jnp.zeros(())).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"${CPU_OPTIONS_ENV}={os.environ.get(CPU_OPTIONS_ENV)!r}: {first}") from None
 
 
 def make_train_step(model: nn.Module, method: Method, tx: optax.GradientTransformation,

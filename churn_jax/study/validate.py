@@ -12,6 +12,7 @@ import numpy as np
 from churn_jax import data, methods, models
 from churn_jax.configs import config_lib
 from churn_jax.engine import sharding, stack
+from churn_jax.engine import step as step_lib
 from churn_jax.runtime import compile_cache
 from churn_jax.study import config_checks
 from churn_jax.study import settings, user_code
@@ -114,6 +115,7 @@ def validate_config(config) -> None:
   except ValueError as e:
     _fail(str(e))
   _check_numerics(config)
+  step_lib.check_compiler_options()  # $CHURN_JAX_CPU_COMPILER_OPTIONS: not the config's.
   if config.strategy not in stack.STRATEGIES:
     _fail(f"unknown strategy {config.strategy!r}; known: {', '.join(stack.STRATEGIES)}")
   try:
