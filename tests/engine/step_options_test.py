@@ -15,7 +15,7 @@ import optax
 from churn_jax import methods, models
 from churn_jax.engine import sharding, stack
 from churn_jax.engine import step as step_lib
-from churn_jax.study import train
+from churn_jax.study import train, validate
 from tests import testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -47,6 +47,8 @@ class CompilerOptionsTest(absltest.TestCase):
       with self.subTest(text), mock.patch.dict(os.environ, {step_lib.CPU_OPTIONS_ENV: text}):
         with self.assertRaisesRegex(ValueError, pattern):
           step_lib.check_compiler_options()
+        with self.assertRaisesRegex(ValueError, pattern):  # A study checks before it writes.
+          validate.validate_config(testing.tiny_config())
 
   def test_the_trainer_step_is_jitted_with_them(self):
     # Private to jax 0.10.2 (pinned): the jit wrapper keeps its compiler options as pairs.
