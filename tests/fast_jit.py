@@ -21,6 +21,17 @@ import jax
 
 CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
                "xla_cpu_parallel_codegen_split_count": 1}
+# XLA's own defaults for the same options (xla/debug_options_flags.cc). tests/conftest.py sets
+# CPU_OPTIONS as XLA_FLAGS for every program of a test run, so a test about what a user's
+# process compiles passes these back explicitly (compile options override XLA_FLAGS).
+XLA_DEFAULTS = {"xla_backend_optimization_level": 3, "xla_cpu_use_fusion_emitters": True,
+                "xla_cpu_parallel_codegen_split_count": 32}
+
+
+def shipped_step_options() -> dict:
+  """engine/step.py's CPU options as a user's process compiles them (no XLA_FLAGS)."""
+  from churn_jax.engine import step  # pylint: disable=g-import-not-at-top
+  return {**XLA_DEFAULTS, **step.CPU_COMPILER_OPTIONS}
 
 
 def jit(fun, **kwargs):

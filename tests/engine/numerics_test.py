@@ -15,6 +15,7 @@ import numpy as np
 from churn_jax import methods, models
 from churn_jax.engine import step as step_lib
 from churn_jax.engine.numerics import Numerics
+from tests import fast_jit
 from tests import testing
 
 _RESNET8 = dict(name="resnet_cifar", depth=8)
@@ -126,7 +127,7 @@ class RematAndMicrobatchTest(parameterized.TestCase):
     model, method, tx, fresh, batches = _setup(model_cfg, method, image=image, steps=2,
                                                runs=runs)
     # Bitwise at the shipped options (the tests' cheaper ones are not those: conftest.py).
-    shipped = dict(step_lib.CPU_COMPILER_OPTIONS)
+    shipped = fast_jit.shipped_step_options()
     ref, _ = _train(model, method, tx, fresh, batches, strategy=strategy, options=shipped)
     out, _ = _train(model, method, tx, fresh, batches, Numerics(remat=True), strategy, shipped)
     _leaves_equal(self, (ref.params, ref.batch_stats, ref.opt_state),

@@ -16,6 +16,7 @@ from churn_jax import methods, models
 from churn_jax.engine import sharding, stack
 from churn_jax.engine import step as step_lib
 from churn_jax.study import train, validate
+from tests import fast_jit
 from tests import testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -61,9 +62,9 @@ class CompilerOptionsTest(absltest.TestCase):
     bits. The tests' cheaper ones (conftest.py) differ in the last bit (measured: up to 9e-10
     absolute, 8e-7 relative), which is why a bitwise claim about the shipped options is tested
     at them."""
-    from tests import fast_jit  # pylint: disable=g-import-not-at-top
     trained = []
-    for options in (dict(step_lib.CPU_COMPILER_OPTIONS), None, fast_jit.CPU_OPTIONS):
+    # As a user's process compiles them: XLA's defaults where the tests set XLA_FLAGS.
+    for options in (fast_jit.shipped_step_options(), fast_jit.XLA_DEFAULTS, fast_jit.CPU_OPTIONS):
       train_step, state, batch = common.build_case("lenet5", 1, 2, "loop", 8)
       # The same step, with these options.
       train_step = jax.jit(train_step._fun, donate_argnums=0, compiler_options=options)
@@ -107,8 +108,8 @@ class InitOptionsTest(absltest.TestCase):
     model = models.get_model("mlp", 10, hidden=(4,))
     keys = jax.random.split(jax.random.key(0), 2).reshape(1, 2)
     init = lambda k: stack.init_stack(model, k, jnp.zeros((1, 40)))
-    with_options = jax.jit(init, compiler_options=dict(step_lib.CPU_COMPILER_OPTIONS))(keys)
-    default = jax.jit(init)(keys)
+    with_options = jax.jit(init, compiler_options=fast_jit.shipped_step_options())(keys)
+    default = jax.jit(init, compiler_options=fast_jit.XLA_DEFAULTS)(keys)
     for a, b in zip(jax.tree_util.tree_leaves(with_options), jax.tree_util.tree_leaves(default)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -141,8 +142,8 @@ class PredictOptionsTest(absltest.TestCase):
     state, x = self._state(model), jnp.asarray(np.random.default_rng(0).normal(size=(6, 40)),
                                                jnp.float32)
     with_options = step_lib.make_predict(model, "vmap",
-                                         options=dict(step_lib.CPU_COMPILER_OPTIONS))(state, x)
-    default = step_lib.make_predict(model, "vmap", options={})(state, x)
+                                         options=fast_jit.shipped_step_options())(state, x)
+    default = step_lib.make_predict(model, "vmap", options=fast_jit.XLA_DEFAULTS)(state, x)
     np.testing.assert_array_equal(np.asarray(with_options), np.asarray(default))
 
   @staticmethod
