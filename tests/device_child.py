@@ -107,7 +107,8 @@ def _run(out_dir: str) -> None:
   status and output tail, so one crash is reported by every file rather than rerun by each."""
   os.makedirs(out_dir)
   env = dict(os.environ, PYTHONPATH=_ROOT)
-  env.pop("XLA_FLAGS", None)  # It would fix the device count before host_devices.configure.
+  from tests import testing  # pylint: disable=g-import-not-at-top
+  env["XLA_FLAGS"] = testing.child_xla_flags()  # No device count: host_devices.configure.
   proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), out_dir], env=env,
                           cwd=_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)

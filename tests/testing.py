@@ -170,3 +170,10 @@ def finished_study(workdir: str):
     train.train_and_evaluate(config.copy_and_resolve_references(), os.path.join(path, "wd"))
   shutil.copytree(os.path.join(shared_dir("study", config, build), "wd"), workdir)
   return config
+
+
+def child_xla_flags() -> str:
+  """This run's XLA_FLAGS (tests/conftest.py's compile options) for a study process, without a
+  device count: that would fix the count before the study's host_devices.configure."""
+  return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                  if not f.startswith("--xla_force_host_platform_device_count"))

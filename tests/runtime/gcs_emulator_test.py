@@ -40,6 +40,7 @@ from absl.testing import absltest
 
 from tests import fresh_venv
 from tests import gcs_emulator
+from tests import testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BUCKET = "churn-test"
@@ -55,7 +56,7 @@ class GcsEmulatorTest(absltest.TestCase):
                    STORAGE_EMULATOR_HOST=cls.url, TENSORSTORE_GCS_HTTP_URL=cls.url,
                    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
                    CHURN_JAX_CACHE=tempfile.mkdtemp(prefix="gcs_locks_"))
-    cls.env.pop("XLA_FLAGS", None)
+    cls.env["XLA_FLAGS"] = testing.child_xla_flags()
     cls.env.pop("TENSORSTORE_GCS_REQUEST_CONCURRENCY", None)  # Tensorstore's default, as on GCS.
     os.environ.update({k: cls.env[k] for k in (
         "STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")})

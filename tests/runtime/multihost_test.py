@@ -36,6 +36,7 @@ from absl.testing import absltest
 import numpy as np
 
 from churn_jax.engine import sharding
+from tests import testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _FAULT = os.path.join(_ROOT, "tests", "runtime", "fault_main.py")
@@ -78,7 +79,7 @@ def _launch(workdir, runs, processes, steps=4, strategy="vmap", methods=_ALL_KIN
           "--config.log_every_steps=2", "--config.progress=False", "--config.plots=False",
           "--config.method_configs.codistill_ce_stale.stale_refresh_steps=2"]
   env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = testing.child_xla_flags()
   env.pop("CHURN_JAX_TEST_FAULT", None)
   port = port or _free_port()
   procs = []

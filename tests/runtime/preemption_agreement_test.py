@@ -21,6 +21,8 @@ import textwrap
 
 from absl.testing import absltest
 
+from tests import testing
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (name, signal_at, signalled process, signal after asking); -1: no signal.
@@ -65,7 +67,7 @@ def _run():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = testing.child_xla_flags()
   scenarios = [":".join(map(str, s)) for s in _SCENARIOS]
   procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(port), str(i)] + scenarios,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

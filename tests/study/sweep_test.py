@@ -13,8 +13,9 @@ if _CHILD:
   # -O0: XLA:CPU backend optimisations off for the programs without their own options (the
   # checkpoint checksum, metrics; the step keeps engine/step.py's -O1): the child took 12.3
   # and 13.7 CPU-s against 13.9 and 15.6 without. Both sides of its comparison run here.
-  os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
-                             "--xla_backend_optimization_level=0")
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +  # The run's (conftest.py).
+                             " --xla_force_host_platform_device_count=2"
+                             " --xla_backend_optimization_level=0").strip()
 
 from absl.testing import absltest
 import chex
