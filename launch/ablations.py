@@ -143,8 +143,7 @@ def against_study(results, other, names, other_label: str) -> str:
 
 def other_results_path(compare_to: str, name: str) -> str:
   """results.json of sub-study `name` in the --compare_to study (a local folder or gs://...)."""
-  return os.path.join(compare_to, name, "results.json") if name else os.path.join(
-      compare_to, "results.json")
+  return os.path.join(compare_to, name, "results.json")  # name "": compare_to/results.json
 
 
 def other_results(compare_to: str, name: str) -> dict:

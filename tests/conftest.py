@@ -67,10 +67,12 @@ def pytest_runtest_setup(item):  # pylint: disable=unused-argument
 
 # The studies of a test run compile their step, predict and init with tests/fast_jit.py's
 # cheaper XLA:CPU options (engine/step.py: $CHURN_JAX_CPU_COMPILER_OPTIONS; every process
-# started from here inherits it): six study-heavy test files took 133 CPU-s at the shipped -O1,
-# 77 with these, all passing. The shipped options are pinned by tests/engine/step_options_test.py
-# (same bits as none, on LeNet-5; these differ in the last bit) and used where a bitwise claim
-# is about them (numerics_test's remat; tests/fast_jit.py: shipped_step_options). `CHURN_JAX_CPU_COMPILER_OPTIONS= pytest ...` runs the shipped ones.
+# started from here inherits it): six study-heavy test files took 133 CPU-s at the shipped
+# -O1, 77 with these, all passing. The shipped options are pinned by
+# tests/engine/step_options_test.py (same bits as none, on LeNet-5; these differ in the last
+# bit) and used where a bitwise claim is about them (numerics_test's remat;
+# tests/fast_jit.py: shipped_step_options). `CHURN_JAX_CPU_COMPILER_OPTIONS= pytest ...` runs
+# the shipped ones, without the XLA_FLAGS below.
 # The same options as XLA_FLAGS reach every other program (metrics, checksums, eager ops, the
 # tests' own jits; the step's options override them): the full suite cold, one run after the
 # other on this 2-core EPYC, 600 -> 489 CPU-s in the tests, pytest 332 -> 274 s.

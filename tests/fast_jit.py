@@ -7,9 +7,11 @@ that costs nearly as much. These settings change code generation only, not what 
 threads on a 2-core machine). Three 3-member losses and their gradients, fresh processes
 (`python benchmarks/loss_compile_cost.py`; AMD EPYC, 2 cores, shared and loaded; 33 s wall):
 eager 3.18 CPU-s (104 programs), jit 2.64, jit with the train step's options 2.40, these
-0.60 (3 programs). The trainer's step keeps its own options (engine/step.py:
-compiler_options), and the study tests compile it with them. A jaxlib without one of these
-options fails each caller with "No such compile option": drop it here.
+0.60 (3 programs). tests/conftest.py gives the same options to the trainer's step (engine/
+step.py: $CHURN_JAX_CPU_COMPILER_OPTIONS) and, as XLA_FLAGS, to every other program of a test
+run; here they also hold where conftest.py did not set them (a test file run alone with
+absltest, or with the shipped options asked for). A jaxlib without one of these options
+fails each caller with "No such compile option": drop it here.
 
 Only an outermost jit takes compiler options: a function that JAX differentiates or traces
 further (jax.test_util.check_grads, a jit inside another) takes a plain jax.jit.
